@@ -1,0 +1,1 @@
+"""Adapters to other runtimes: MPI extensions through ctypes, PyTorch tensors and DLPack."""

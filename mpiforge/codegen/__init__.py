@@ -1,0 +1,1 @@
+"""LLM-assisted MPI code generation verified by generated tests."""

@@ -1,0 +1,1 @@
+"""Interposed communicator, CUDA-aware staging, method selection, fault-tolerant all-reduce, DiLoCo."""

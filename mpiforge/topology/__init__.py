@@ -1,0 +1,1 @@
+"""Topology discovery, cost model, hierarchical collectives, emulated cluster and simulator."""
