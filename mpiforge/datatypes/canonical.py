@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ir import BlockList, Layout, StridedBlock
-from .translate import Dense, Node, Repeat, Seq, UnsupportedDatatype
+from .ir import BlockList, Layout, StridedBlock, outer_offsets
+from .translate import Dense, Indexed, Node, Repeat, Seq, UnsupportedDatatype
 
 __all__ = ["canonicalize", "MAX_BLOCKS"]
 
@@ -79,7 +79,20 @@ def _canon(node: Node) -> _Part:
         if isinstance(part, _Strided):
             return _normalize(part.start, part.run, part.dims + ((node.count, node.stride),))
         return _Blocks(part.offsets, part.lengths, part.dims + ((node.count, node.stride),))
+    if isinstance(node, Indexed):
+        return _canon_indexed(node)
     return _canon_seq(node)
+
+
+def _canon_indexed(node: Indexed) -> _Part:
+    child = _canon(node.child)
+    if child is None:
+        return None
+    if isinstance(child, _Strided) and not child.dims and child.run == node.extent:
+        # dense child: every block is one run, so the whole list is built with array arithmetic
+        return _simplify(node.disps + child.start, node.blocklens * child.run)
+    items = tuple((int(d), Repeat(node.child, int(n), node.extent)) for d, n in zip(node.disps, node.blocklens))
+    return _canon_seq(Seq(items))
 
 
 def _shift(part: _Part, disp: int) -> _Part:
@@ -108,16 +121,10 @@ def _canon_seq(node: Seq) -> _Part:
 
 
 def _outer_offsets(dims: Dims) -> np.ndarray:
-    """Offsets of every position of the dims, innermost varying fastest."""
-    total = 1
-    for c, _ in dims:
-        total *= c
+    total = int(np.prod([c for c, _ in dims], dtype=np.int64))
     if total > MAX_BLOCKS:
         raise UnsupportedDatatype(f"layout has more than {MAX_BLOCKS} blocks")
-    off = np.zeros(1, dtype=np.int64)
-    for c, s in reversed(dims):
-        off = (off[:, None] + np.arange(c, dtype=np.int64) * s).ravel()
-    return off
+    return outer_offsets(tuple(c for c, _ in dims), tuple(s for _, s in dims))
 
 
 def _expand(part: _Strided | _Blocks) -> tuple[np.ndarray, np.ndarray]:

@@ -1,119 +1,141 @@
 """Host pack/unpack kernels compiled with numba.
 
 Kernels work on raw addresses: the caller has already checked that every byte they touch
-lies inside the buffers. One kernel serves pack and unpack: a copy always goes from ``src`` to
-``dst``, and the strided side is whichever of the two the caller puts there with its step.
-Small runs are copied with fixed-size moves that LLVM turns into single loads and stores;
-long runs go to ``memcpy``.
+lies inside the buffers. Copies always go from ``src`` to ``dst``; pack and unpack differ only
+in which side carries the stride. Small runs are copied with fixed-size moves (single loads and
+stores), long runs with memcpy. Large transfers *stream*: the kernel writes whole cache lines
+with non-temporal stores, so memory sees each byte written once and never read for ownership
+(small runs are first gathered into a tile that stays in L1, then streamed out).
 """
 from __future__ import annotations
 
-import llvmlite.ir as ir
 import numpy as np
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
+
+from .llvm_ops import memcpy, prefetch, store_fence, stream64
 
 _JIT = dict(cache=True, nogil=True, boundscheck=False)
 # Hardware prefetchers lose track of long strides: prefetch this many runs ahead past this stride.
 PREFETCH_ROWS = 12
 PREFETCH_MIN_STRIDE = 256
-
-
-@intrinsic
-def _memcpy(typingctx, dst, src, nbytes):
-    """llvm.memcpy between two integer addresses; a constant size becomes plain moves."""
-    sig = types.void(types.intp, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        d, s, n = args
-        dp = builder.inttoptr(d, cgutils.voidptr_t)
-        sp = builder.inttoptr(s, cgutils.voidptr_t)
-        cgutils.raw_memcpy(builder, dp, sp, n, 1)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def _prefetch(typingctx, addr):
-    """llvm.prefetch (read, keep in all levels) of an address that may be out of range."""
-    sig = types.void(types.intp)
-
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t] + [ir.IntType(32)] * 3)
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        i32 = ir.IntType(32)
-        ptr = builder.inttoptr(args[0], cgutils.voidptr_t)
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
+PREFETCH_CHUNK = 16
+TILE = 4096  # bytes gathered in L1 before being streamed out
+LINE = 64
 
 
 @njit(**_JIT)
 def _copy(dst, src, n):
-    """Copy n bytes with at most two overlapping fixed-size moves for n <= 32."""
+    """Copy n bytes: at most two overlapping fixed-size moves up to 32 bytes, memcpy beyond 256."""
     if n <= 16:
         if n >= 8:
-            _memcpy(dst, src, 8)
-            _memcpy(dst + n - 8, src + n - 8, 8)
+            memcpy(dst, src, 8)
+            memcpy(dst + n - 8, src + n - 8, 8)
         elif n >= 4:
-            _memcpy(dst, src, 4)
-            _memcpy(dst + n - 4, src + n - 4, 4)
+            memcpy(dst, src, 4)
+            memcpy(dst + n - 4, src + n - 4, 4)
         else:
             for j in range(n):
-                _memcpy(dst + j, src + j, 1)
+                memcpy(dst + j, src + j, 1)
     elif n <= 32:
-        _memcpy(dst, src, 16)
-        _memcpy(dst + n - 16, src + n - 16, 16)
+        memcpy(dst, src, 16)
+        memcpy(dst + n - 16, src + n - 16, 16)
     elif n <= 256:
         j = 0
         while j < n - 32:
-            _memcpy(dst + j, src + j, 32)
+            memcpy(dst + j, src + j, 32)
             j += 32
-        _memcpy(dst + n - 32, src + n - 32, 32)
+        memcpy(dst + n - 32, src + n - 32, 32)
     else:
-        _memcpy(dst, src, n)
+        memcpy(dst, src, n)
 
 
 @njit(**_JIT)
-def _run_loop(dst, dstep, src, sstep, run, count, ahead, fixed):
-    """The inner loop; ``fixed`` runs use constant-size moves, ``ahead`` prefetches the strided side."""
-    if ahead == 0:
+def _stream(dst, src, n):
+    """Copy n bytes, writing the 64-byte-aligned lines of dst with non-temporal stores."""
+    head = min((-dst) & (LINE - 1), n)
+    _copy(dst, src, head)
+    dst += head
+    src += head
+    n -= head
+    while n >= LINE:
+        stream64(dst, src)
+        dst += LINE
+        src += LINE
+        n -= LINE
+    _copy(dst, src, n)
+
+
+@njit(**_JIT)
+def _fixed_rows(dst, dstep, src, sstep, run, count):
+    """``count`` runs of ``run`` bytes; each common small size gets a loop of constant-size moves."""
+    if run == 8:
         for i in range(count):
-            if fixed:
-                _memcpy(dst + i * dstep, src + i * sstep, run)
-            else:
-                _copy(dst + i * dstep, src + i * sstep, run)
+            memcpy(dst + i * dstep, src + i * sstep, 8)
+    elif run == 16:
+        for i in range(count):
+            memcpy(dst + i * dstep, src + i * sstep, 16)
+    elif run == 32:
+        for i in range(count):
+            memcpy(dst + i * dstep, src + i * sstep, 32)
+    elif run == 4:
+        for i in range(count):
+            memcpy(dst + i * dstep, src + i * sstep, 4)
+    elif run == 64:
+        for i in range(count):
+            memcpy(dst + i * dstep, src + i * sstep, 64)
     else:
-        far = src + ahead if sstep != run else dst + ahead
-        step = sstep if sstep != run else dstep
         for i in range(count):
-            _prefetch(far + i * step)
-            if fixed:
-                _memcpy(dst + i * dstep, src + i * sstep, run)
-            else:
-                _copy(dst + i * dstep, src + i * sstep, run)
+            _copy(dst + i * dstep, src + i * sstep, run)
 
 
 @njit(**_JIT)
 def _rows(dst, dstep, src, sstep, run, count, ahead):
-    """``count`` runs of ``run`` bytes; constant-size moves for the common small runs."""
-    if run == 8:
-        _run_loop(dst, dstep, src, sstep, 8, count, ahead, True)
-    elif run == 16:
-        _run_loop(dst, dstep, src, sstep, 16, count, ahead, True)
-    elif run == 32:
-        _run_loop(dst, dstep, src, sstep, 32, count, ahead, True)
-    elif run == 4:
-        _run_loop(dst, dstep, src, sstep, 4, count, ahead, True)
-    else:
-        _run_loop(dst, dstep, src, sstep, run, count, ahead, False)
+    """Like _fixed_rows; with ``ahead`` != 0, prefetch the strided side that far ahead, chunk by chunk."""
+    if ahead == 0:
+        _fixed_rows(dst, dstep, src, sstep, run, count)
+        return
+    far, step = (src + ahead, sstep) if sstep != run else (dst + ahead, dstep)
+    i = 0
+    while i < count:
+        m = min(PREFETCH_CHUNK, count - i)
+        for j in range(i, i + m):
+            prefetch(far + j * step)
+        _fixed_rows(dst + i * dstep, dstep, src + i * sstep, sstep, run, m)
+        i += m
 
 
 @njit(**_JIT)
-def move_strided(user, run, dims, packed, to_packed):
+def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
+    """Gather one row of ``count`` runs into the packed stream; return the new packed address."""
+    if not stream:
+        _rows(packed, run, src, stride, run, count, ahead)
+    elif run >= TILE:
+        for i in range(count):
+            _stream(packed + i * run, src + i * stride, run)
+    else:
+        per_tile = TILE // run
+        i = 0
+        while i < count:
+            m = min(per_tile, count - i)
+            _rows(tile, run, src + i * stride, stride, run, m, ahead)
+            _stream(packed + i * run, tile, m * run)
+            i += m
+    return packed + count * run
+
+
+@njit(**_JIT)
+def _unpack_row(dst, stride, packed, run, count, ahead, stream):
+    """Scatter one row of ``count`` runs from the packed stream; return the new packed address."""
+    if stream and run >= LINE:
+        for i in range(count):
+            _stream(dst + i * stride, packed + i * run, run)
+    else:
+        _rows(dst, stride, packed, run, run, count, ahead)
+    return packed + count * run
+
+
+@njit(**_JIT)
+def move_strided(user, run, dims, packed, to_packed, stream):
     """Strided block at address ``user``: runs of ``run`` bytes over ``dims`` = [counts, strides]."""
     counts = dims[0]
     strides = dims[1]
@@ -130,14 +152,14 @@ def move_strided(user, run, dims, packed, to_packed):
     for d in range(1, ndim):
         rows *= counts[d]
     ahead = PREFETCH_ROWS * s0 if abs(s0) >= PREFETCH_MIN_STRIDE and c0 > PREFETCH_ROWS else 0
+    tile = np.empty(TILE if stream else 0, np.uint8)
     idx = np.zeros(ndim, np.int64)
     base = user
     for _ in range(rows):
         if to_packed:
-            _rows(packed, run, base, s0, run, c0, ahead)
+            packed = _pack_row(packed, base, s0, run, c0, ahead, tile.ctypes.data, stream)
         else:
-            _rows(base, s0, packed, run, run, c0, ahead)
-        packed += c0 * run
+            packed = _unpack_row(base, s0, packed, run, c0, ahead, stream)
         d = 1
         while d < ndim:
             idx[d] += 1
@@ -147,32 +169,56 @@ def move_strided(user, run, dims, packed, to_packed):
             base -= counts[d] * strides[d]
             idx[d] = 0
             d += 1
+    if stream:
+        store_fence()
 
 
 @njit(**_JIT)
-def move_blocks(user, offsets, lengths, dims, packed, to_packed):
+def move_blocks(user, offsets, lengths, dims, packed, to_packed, stream):
     """Block list (typemap order) at address ``user``, repeated over outer ``dims`` = [counts, strides]."""
     counts = dims[0]
     strides = dims[1]
     ndim = counts.shape[0]
+    c0 = counts[0]
+    s0 = strides[0]
     rows = 1
-    for d in range(ndim):
+    for d in range(1, ndim):
         rows *= counts[d]
-    idx = np.zeros(max(ndim, 1), np.int64)
-    base = user
+    tile_buf = np.empty(TILE if stream else 0, np.uint8)
+    tile = tile_buf.ctypes.data
+    used = 0
     nblocks = offsets.shape[0]
+    idx = np.zeros(ndim, np.int64)
+    base = user
     for _ in range(rows):
-        if to_packed:
+        for r in range(c0):
+            row = base + r * s0
             for b in range(nblocks):
                 n = lengths[b]
-                _copy(packed, base + offsets[b], n)
+                where = row + offsets[b]
+                if not stream:
+                    if to_packed:
+                        _copy(packed, where, n)
+                    else:
+                        _copy(where, packed, n)
+                elif not to_packed:
+                    if n >= LINE:
+                        _stream(where, packed, n)
+                    else:
+                        _copy(where, packed, n)
+                elif used + n > TILE or n >= TILE:
+                    _stream(packed - used, tile, used)  # flush the tile, then this block
+                    used = 0
+                    if n >= TILE:
+                        _stream(packed, where, n)
+                    else:
+                        _copy(tile, where, n)
+                        used = n
+                else:
+                    _copy(tile + used, where, n)
+                    used += n
                 packed += n
-        else:
-            for b in range(nblocks):
-                n = lengths[b]
-                _copy(base + offsets[b], packed, n)
-                packed += n
-        d = 0
+        d = 1  # odometer over the outer dims (inline: a call passing arrays costs refcounting)
         while d < ndim:
             idx[d] += 1
             base += strides[d]
@@ -181,3 +227,6 @@ def move_blocks(user, offsets, lengths, dims, packed, to_packed):
             base -= counts[d] * strides[d]
             idx[d] = 0
             d += 1
+    if stream:
+        _stream(packed - used, tile, used)
+        store_fence()

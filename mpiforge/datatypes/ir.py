@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["StridedBlock", "BlockList", "Layout"]
+__all__ = ["StridedBlock", "BlockList", "Layout", "outer_offsets"]
+
+
+def outer_offsets(counts: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """Offsets of every index of the dims (innermost first), innermost varying fastest."""
+    off = np.zeros(1, dtype=np.int64)
+    for c, s in zip(reversed(counts), reversed(strides)):
+        off = (off[:, None] + np.arange(c, dtype=np.int64) * s).ravel()
+    return off
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,11 @@ class StridedBlock:
     @property
     def nblocks(self) -> int:
         return self.size // self.run if self.run else 0
+
+    def blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every block (offset, length) of one element, in typemap order."""
+        off = self.start + outer_offsets(self.counts[1:], self.strides[1:])
+        return off, np.full(len(off), self.run, dtype=np.int64)
 
     def span(self) -> tuple[int, int]:
         """Lowest byte touched and one past the highest, for one element."""
@@ -77,6 +90,11 @@ class BlockList:
     @property
     def nblocks(self) -> int:
         return len(self.offsets) * int(np.prod(self.counts, dtype=np.int64))
+
+    def blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every block (offset, length) of one element, in typemap order."""
+        outer = outer_offsets(self.counts, self.strides)
+        return (outer[:, None] + self.offsets[None, :]).ravel(), np.tile(self.lengths, len(outer))
 
     def span(self) -> tuple[int, int]:
         return self._span

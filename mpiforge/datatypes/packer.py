@@ -7,6 +7,7 @@ kernel. Layouts the engine cannot express are handed to MPI's own Pack.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,6 +24,9 @@ from .translate import UnsupportedDatatype, translate
 __all__ = ["Packer", "packer_for", "pack", "unpack", "pack_size"]
 
 log = logging.getLogger(__name__)
+# Transfers at least this large bypass the caches with non-temporal stores (the data would not
+# fit in L2 anyway, and streaming avoids reading every destination line before writing it).
+STREAM_MIN_BYTES = int(os.environ.get("MPIFORGE_STREAM_BYTES", 4 << 20))
 
 
 class Plan(NamedTuple):
@@ -52,6 +56,7 @@ class Packer:
             self.layout, self.fallback_reason = None, str(exc)
             log.info("%s: MPI_Pack fallback (%s)", datatype.Get_name() or "datatype", exc)
         self._plans: dict[int, Plan] = {}
+        self.device_cache: dict = {}  # metadata already copied to the GPU, see device.py
 
     def pack_size(self, count: int = 1) -> int:
         """Bytes ``count`` elements occupy once packed (what MPI_Pack_size reports)."""
@@ -87,11 +92,12 @@ class Packer:
             self.check_bounds(plan, user_len, packed_len, position, to_packed)
         if plan.nbytes == 0:
             return end
+        stream = plan.nbytes >= STREAM_MIN_BYTES
         if plan.kind is StridedBlock:
-            host_kernels.move_strided(user + plan.start, plan.run, plan.dims, packed + position, to_packed)
+            host_kernels.move_strided(user + plan.start, plan.run, plan.dims, packed + position, to_packed, stream)
         elif plan.kind is BlockList:
             lay = self.layout
-            host_kernels.move_blocks(user, lay.offsets, lay.lengths, plan.dims, packed + position, to_packed)
+            host_kernels.move_blocks(user, lay.offsets, lay.lengths, plan.dims, packed + position, to_packed, stream)
         else:
             self._mpi_move(user, packed + position, plan, to_packed)
         return end

@@ -1,16 +1,18 @@
 """Walk an mpi4py datatype with Get_envelope/Get_contents into a small layout tree.
 
-The tree has three node kinds, all in bytes and in typemap order:
-``Dense(n)`` (n contiguous bytes at offset 0), ``Repeat(child, count, stride)`` and
-``Seq(((disp, child), ...))``. Extents come from MPI itself, so resized types, struct
+The tree has four node kinds, all in bytes and in typemap order:
+``Dense(n)`` (n contiguous bytes at offset 0), ``Repeat(child, count, stride)``,
+``Seq(((disp, child), ...))`` and ``Indexed(child, disps, blocklens, extent)`` (numpy arrays,
+so a million-block indexed type stays three arrays). Extents come from MPI itself, so resized types, struct
 padding and markers need no special rules here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+import numpy as np
 from mpi4py import MPI
 
-__all__ = ["Dense", "Repeat", "Seq", "Node", "translate", "UnsupportedDatatype"]
+__all__ = ["Dense", "Repeat", "Seq", "Indexed", "Node", "translate", "UnsupportedDatatype"]
 
 
 class UnsupportedDatatype(Exception):
@@ -34,7 +36,17 @@ class Seq:
     items: tuple[tuple[int, "Node"], ...]
 
 
-Node = Dense | Repeat | Seq
+@dataclass(frozen=True, eq=False)
+class Indexed:
+    """``blocklens[i]`` copies of ``child`` (spaced ``extent``) at byte displacement ``disps[i]``."""
+
+    child: "Node"
+    disps: np.ndarray
+    blocklens: np.ndarray
+    extent: int
+
+
+Node = Dense | Repeat | Seq | Indexed
 
 # Named "pair" types: a value then an int, possibly with a hole between them (MPI_SHORT_INT).
 _PAIRS = {
@@ -93,15 +105,16 @@ def _derived(combiner: int, ints: list[int], addrs: list[int], types: list[MPI.D
         return Repeat(_block(child, ints[1], ext), ints[0], addrs[0])
     if combiner in (MPI.COMBINER_INDEXED, MPI.COMBINER_HINDEXED):
         n = ints[0]
-        disps = ints[1 + n:1 + 2 * n] if combiner == MPI.COMBINER_INDEXED else addrs
-        scale = ext if combiner == MPI.COMBINER_INDEXED else 1
-        return Seq(tuple((d * scale, _block(child, b, ext)) for b, d in zip(ints[1:1 + n], disps)))
+        lens = np.array(ints[1:1 + n], dtype=np.int64)
+        if combiner == MPI.COMBINER_INDEXED:
+            return Indexed(child, np.array(ints[1 + n:1 + 2 * n], dtype=np.int64) * ext, lens, ext)
+        return Indexed(child, np.array(addrs, dtype=np.int64), lens, ext)
     if combiner in (MPI.COMBINER_INDEXED_BLOCK, MPI.COMBINER_HINDEXED_BLOCK):
         n, blen = ints[0], ints[1]
-        disps = ints[2:2 + n] if combiner == MPI.COMBINER_INDEXED_BLOCK else addrs
-        scale = ext if combiner == MPI.COMBINER_INDEXED_BLOCK else 1
-        block = _block(child, blen, ext)
-        return Seq(tuple((d * scale, block) for d in disps))
+        lens = np.full(n, blen, dtype=np.int64)
+        if combiner == MPI.COMBINER_INDEXED_BLOCK:
+            return Indexed(child, np.array(ints[2:2 + n], dtype=np.int64) * ext, lens, ext)
+        return Indexed(child, np.array(addrs, dtype=np.int64), lens, ext)
     if combiner == MPI.COMBINER_SUBARRAY:
         nd = ints[0]
         sizes, subs, starts = ints[1:1 + nd], ints[1 + nd:1 + 2 * nd], ints[1 + 2 * nd:1 + 3 * nd]

@@ -1,0 +1,389 @@
+"""``mpiforge demo``: the showcase job, a real ``mpiexec`` run on the embedded Open MPI.
+
+Run from a shell, the command launches ``mpiexec -n RANKS python -m mpiforge.demo ...``,
+streams what the job prints and fails clearly if the job fails or times out. Started
+under ``mpiexec`` itself (``mpiexec -n 4 mpiforge demo``) it runs the job body directly.
+
+The job is a list of parts, one per capability. A part is a collective function
+``part(comm, config) -> list[Section]``; every rank runs every part, rank 0 prints the
+sections, and a section whose ``ok`` is False fails the job (exit code ``EXIT_FAIL``).
+Add a capability by appending its part to ``PARTS``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import click
+
+from .launch import mpiexec_command
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+    from .datatypes import Layout
+    from .halo import ExchangeTimes, FaceThroughput, HaloExchange, Verification
+
+__all__ = ["DemoConfig", "Section", "Report", "PARTS", "run_demo", "render", "in_mpi_job", "demo"]
+
+log = logging.getLogger("mpiforge.demo")  # also when run as __main__
+
+EXIT_FAIL = 3  # every rank exits with this when a check fails (mpiexec passes it on)
+
+# environment variables that MPI launchers set in the processes they start
+_LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    n: int = 48  # local interior grid points per dimension
+    halo: int = 2  # halo width
+    iters: int = 20  # timed iterations (medians are reported)
+
+
+@dataclass
+class Section:
+    """One block of the report: a titled table, or (item, value) rows when ``columns`` is empty."""
+
+    title: str
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    columns: tuple[str, ...] = ()
+    note: str = ""
+    ok: bool | None = None  # None: informative; False fails the demo
+
+
+@dataclass
+class Report:
+    sections: list[Section]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok is not False for s in self.sections)
+
+
+# -- formatting helpers --
+
+def _seconds(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def _bytes(nbytes: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if nbytes < 1024 or unit == "MiB":
+            return f"{nbytes} B" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GiB"
+
+
+def _gbps(nbytes: int, seconds: float) -> str:
+    return f"{nbytes / seconds / 1e9:.2f}" if seconds > 0 else "-"
+
+
+def _ranks(ranks: list[int], total: int) -> str:
+    return f"PASS on {total}/{total} ranks" if not ranks else "FAIL on rank(s) " + ", ".join(map(str, ranks))
+
+
+def describe_layout(layout: Layout | None) -> tuple[str, str, str, str]:
+    """(kind, run, counts, strides) of a canonical form, for one table row."""
+    from .datatypes import BlockList, StridedBlock
+
+    if isinstance(layout, StridedBlock):
+        return ("StridedBlock", f"{layout.run} B", str(tuple(layout.counts[1:])), str(tuple(layout.strides[1:])))
+    if isinstance(layout, BlockList):
+        return ("BlockList", f"{len(layout.offsets)} blocks", str(tuple(layout.counts)), str(tuple(layout.strides)))
+    return ("MPI_Pack fallback", "-", "-", "-")
+
+
+# -- parts --
+
+def job_part(comm: MPI.Comm, config: DemoConfig) -> list[Section]:
+    """Ranks, hosts and MPI library of this job."""
+    from mpi4py import MPI
+
+    hosts = comm.gather(MPI.Get_processor_name(), root=0)
+    library = MPI.Get_library_version().rstrip("\x00").strip().splitlines()
+    rows = [
+        ("ranks", str(comm.size)),
+        ("hosts", ", ".join(sorted(set(hosts or [])))),
+        ("MPI", library[0].split(",")[0] if library else "unknown"),
+    ]
+    return [Section("mpiforge demo", rows)]
+
+
+def halo_part(comm: MPI.Comm, config: DemoConfig) -> list[Section]:
+    """The datatype engine on a 3-D halo exchange: canonical forms, timings, verification."""
+    from .halo import HaloExchange, cartesian
+
+    cart = cartesian(comm)
+    try:
+        with HaloExchange(cart, config.n, config.halo) as ex:
+            grid_a, grid_b = ex.new_grid(), ex.new_grid()
+            log.info("rank %d: timing %d exchanges of each kind", comm.rank, config.iters)
+            times = ex.time_exchanges(grid_a, grid_b, config.iters)
+            verification = ex.verify(grid_a, grid_b)
+            throughput = ex.face_throughput(grid_a, samples=max(config.iters, 3))
+            return _halo_sections(ex, config, times, throughput, verification)
+    finally:
+        cart.Free()
+
+
+def _halo_sections(ex: HaloExchange, config: DemoConfig, times: ExchangeTimes,
+                   throughput: list[FaceThroughput], verification: Verification) -> list[Section]:
+    from .datatypes import canonical_layout
+
+    n, h = ex.n, ex.h
+    side = n + 2 * h
+    face_bytes = ex.faces[0].nbytes
+    setup = Section("Datatype engine: 3-D halo exchange", [
+        ("Cartesian dims", " x ".join(map(str, ex.dims)) + " (periodic)"),
+        ("local grid", f"{n}^3 + halo {h} = {side}^3 float64 ({_bytes(side ** 3 * 8)} per rank)"),
+        ("iterations", str(config.iters)),
+    ])
+
+    faces = Section("Faces: subarray datatypes and their canonical form",
+                    columns=("face", "peer", "bytes", "layout", "run", "counts", "strides (B)"))
+    same_shape = True
+    for face in ex.faces:
+        send, recv = canonical_layout(face.send_type), canonical_layout(face.recv_type)
+        faces.rows.append((face.name, str(face.neighbour), str(face.nbytes), *describe_layout(send)))
+        same_shape &= describe_layout(send) == describe_layout(recv)
+    faces.note = ("send slab shown; each receive halo has "
+                  + ("the same form at another start offset" if same_shape else "a different form"))
+
+    moved = 6 * face_bytes
+    exchange = Section("Halo exchange, 6 faces (slowest rank's median)",
+                       columns=("method", "total", "GB/s", "pack", "Sendrecv", "unpack"))
+    exchange.rows.append(("(a) MPI datatypes", _seconds(times.mpi), _gbps(moved, times.mpi),
+                          "-", _seconds(times.mpi), "-"))
+    exchange.rows.append(("(b) mpiforge engine", _seconds(times.packed), _gbps(moved, times.packed),
+                          _seconds(times.pack), _seconds(times.comm), _seconds(times.unpack)))
+    exchange.note = (f"(a) Sendrecv of subarray datatypes; (b) pack, Sendrecv(MPI.BYTE), unpack. "
+                     f"{_bytes(moved)} sent per rank per exchange, {config.iters} iterations")
+
+    speed = Section("Pack/unpack throughput on rank 0's faces (GB/s)",
+                    columns=("face", "engine pack", "MPI_Pack", "engine unpack", "MPI_Unpack"))
+    for t in throughput:
+        speed.rows.append((t.face, _gbps(t.nbytes, t.engine_pack), _gbps(t.nbytes, t.mpi_pack),
+                           _gbps(t.nbytes, t.engine_unpack), _gbps(t.nbytes, t.mpi_unpack)))
+    if throughput:
+        pack_x = sum(t.mpi_pack / t.engine_pack for t in throughput) / len(throughput)
+        unpack_x = sum(t.mpi_unpack / t.engine_unpack for t in throughput) / len(throughput)
+        speed.note = (f"{_bytes(face_bytes)} per face, median of {max(config.iters, 3)} samples; "
+                      f"engine/MPI throughput: pack {pack_x:.2f}x, unpack {unpack_x:.2f}x")
+
+    total = verification.nranks
+    verdict = Section("Verification", [
+        ("(a) and (b) grids bit-identical", _ranks(verification.differ, total)),
+        ("halos hold the neighbours' values", _ranks(verification.wrong, total)),
+        ("engine bytes == MPI_Pack bytes", _ranks(verification.pack_mismatch, total)),
+        ("result", "PASS" if verification.ok else "FAIL"),
+    ], ok=verification.ok)
+    return [setup, faces, exchange, speed, verdict]
+
+
+# Each capability adds its part here, in report order.
+PARTS: list[Callable[[MPI.Comm, DemoConfig], list[Section]]] = [job_part, halo_part]
+
+
+def run_demo(comm: MPI.Comm, config: DemoConfig) -> Report:
+    """Run every part on every rank of ``comm`` (collective); the verdict agrees on all ranks."""
+    sections: list[Section] = []
+    for part in PARTS:
+        log.debug("rank %d: part %s", comm.rank, part.__name__)
+        sections += part(comm, config)
+    report = Report(sections)
+    if not comm.bcast(report.ok, root=0):
+        report.sections.append(Section("Verdict", [("result", "FAIL")], ok=False))
+    return report
+
+
+def render(report: Report, console=None) -> None:
+    """Print the report as rich tables, then one PASS/FAIL line."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(highlight=False)
+    for section in report.sections:
+        table = Table(title=section.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                      show_header=bool(section.columns), show_edge=False, pad_edge=False)
+        for i, column in enumerate(section.columns or ("item", "value")):
+            table.add_column(column, justify="left" if i == 0 or not section.columns else "right")
+        for row in section.rows:
+            table.add_row(*(_styled(cell) for cell in row))
+        console.print(table)
+        if section.note:
+            console.print(section.note, style="dim", markup=False)
+        console.print()
+    console.print(_styled("PASS" if report.ok else "FAIL"), "- mpiforge demo")
+
+
+def _styled(cell: str) -> str:
+    from rich.markup import escape
+
+    text = escape(cell)
+    if cell == "PASS" or cell.startswith("PASS "):
+        return f"[green]{text}[/]"
+    if cell == "FAIL" or cell.startswith("FAIL "):
+        return f"[bold red]{text}[/]"
+    return text
+
+
+# -- the job side (under mpiexec) --
+
+def in_mpi_job() -> bool:
+    """True when this process was started by an MPI launcher."""
+    return any(os.environ.get(name) for name in _LAUNCHER_ENV)
+
+
+def run_job(config: DemoConfig, color: bool | None = None) -> int:
+    """The job body on every rank: run the demo, print on rank 0, return the exit code.
+
+    ``color`` None lets rich decide (Open MPI gives ranks a pty, so it usually says yes).
+    A rank that raises logs its traceback and aborts the whole job, so none is left waiting.
+    """
+    from mpi4py import MPI
+    from rich.console import Console
+
+    comm = MPI.COMM_WORLD
+    try:
+        report = run_demo(comm, config)
+        if comm.rank == 0:
+            render(report, Console(highlight=False, force_terminal=color))
+            sys.stdout.flush()
+    except BaseException:  # noqa: BLE001 - one failing rank must take the job down, not hang it
+        log.exception("rank %d: demo failed", comm.rank)
+        logging.shutdown()
+        comm.Abort(1)
+        raise
+    return 0 if report.ok else EXIT_FAIL
+
+
+# -- the login side --
+
+def launch(config: DemoConfig, ranks: int, timeout: float) -> int:
+    """Run the job under mpiexec, streaming its output; return mpiexec's exit code."""
+    argv = [sys.executable, "-m", "mpiforge.demo", "--n", str(config.n), "--halo", str(config.halo),
+            "--iters", str(config.iters), "--log-level", logging.getLevelName(logging.getLogger().level)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # rank 0 writes to a pty or pipe of mpiexec's: tell it what our own stdout is
+    if sys.stdout.isatty():
+        argv.append("--color")
+        env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
+    else:
+        argv.append("--no-color")
+    cmd = mpiexec_command(ranks, argv)
+    log.info("launching: %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                            env=env, start_new_session=True)
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, False), daemon=True),
+             threading.Thread(target=_pump, args=(proc.stderr, True), daemon=True)]
+    for pump in pumps:
+        pump.start()
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise click.ClickException(
+            f"demo job timed out after {timeout:g} s and was killed; "
+            "raise --timeout (MPIFORGE_DEMO_TIMEOUT) or lower --iters/--n") from None
+    except BaseException:  # Ctrl-C: take the whole job down with us
+        _kill(proc)
+        raise
+    finally:
+        for pump in pumps:
+            pump.join(timeout=5)
+    return code
+
+
+def _pump(stream, err: bool) -> None:
+    for line in stream:
+        click.echo(line, nl=False, err=err)
+    stream.close()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+# -- commands --
+
+def _options(f):
+    f = click.option("--iters", type=click.IntRange(min=1), default=DemoConfig.iters, show_default=True,
+                     envvar="MPIFORGE_DEMO_ITERS", help="Timed iterations (medians are reported).")(f)
+    f = click.option("--halo", type=click.IntRange(min=1), default=DemoConfig.halo, show_default=True,
+                     envvar="MPIFORGE_DEMO_HALO", help="Halo width (at most --n).")(f)
+    f = click.option("--n", "n", type=click.IntRange(min=1), default=DemoConfig.n, show_default=True,
+                     envvar="MPIFORGE_DEMO_N", help="Local interior grid points per dimension.")(f)
+    return f
+
+
+def _config(n: int, halo: int, iters: int) -> DemoConfig:
+    if halo > n:
+        raise click.BadParameter(f"halo {halo} is wider than the local grid n={n}", param_hint="--halo")
+    return DemoConfig(n=n, halo=halo, iters=iters)
+
+
+@click.command()
+@click.option("--ranks", type=click.IntRange(min=1), default=4, show_default=True,
+              envvar="MPIFORGE_DEMO_RANKS", help="MPI ranks to launch.")
+@_options
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              envvar="MPIFORGE_DEMO_TIMEOUT", help="Seconds before the job is killed.")
+@click.pass_context
+def demo(ctx: click.Context, ranks: int, n: int, halo: int, iters: int, timeout: float) -> None:
+    """Run the showcase MPI job on the embedded Open MPI and print its report.
+
+    Halo exchange on a periodic 3-D grid, with MPI derived datatypes and with the
+    mpiforge datatype engine; checks they agree bit for bit. Options also read
+    MPIFORGE_DEMO_<OPTION>. Under mpiexec (`mpiexec -n 4 mpiforge demo`) the job runs
+    in place and --ranks/--timeout are ignored.
+    """
+    config = _config(n, halo, iters)
+    if in_mpi_job():
+        if ctx.get_parameter_source("ranks") is not click.core.ParameterSource.DEFAULT:
+            log.warning("already under mpiexec: --ranks is ignored, the job's own size is used")
+        code = run_job(config)
+        if code == EXIT_FAIL:
+            ctx.exit(code)
+        return
+    try:
+        code = launch(config, ranks, timeout)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if code == EXIT_FAIL:
+        click.echo("Error: the demo's checks FAILED (see the report above)", err=True)
+        ctx.exit(code)
+    if code != 0:
+        raise click.ClickException(f"demo job failed: mpiexec exited with code {code} (its output is above)")
+
+
+@click.command(hidden=True)
+@_options
+@click.option("--log-level", default="WARNING", help="Logging level on the ranks.")
+@click.option("--color/--no-color", default=None, help="Colour the report (default: if stdout is a terminal).")
+def _job(n: int, halo: int, iters: int, log_level: str, color: bool | None) -> None:
+    """Job body under mpiexec (what `mpiforge demo` launches): always runs in place."""
+    level = logging.getLevelName(log_level.upper())
+    logging.basicConfig(level=level if isinstance(level, int) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(run_job(_config(n, halo, iters), color))
+
+
+if __name__ == "__main__":
+    _job(prog_name="python -m mpiforge.demo")

@@ -1,0 +1,286 @@
+#!/usr/bin/env python
+"""Pack/unpack throughput: mpiforge vs Open MPI's MPI_Pack (through mpi4py) vs memcpy.
+
+For every case the memory-traffic bound is memcpy throughput / traffic factor, where the
+factor is (bytes of the distinct 64-byte cache lines read + bytes written) / (2 x packed
+bytes): what a kernel that touches each needed cache line once could reach at memcpy speed.
+All numbers are medians of repeated, interleaved runs in this one process.
+
+    python scripts/bench_pack.py                 # full run, table on stdout
+    python scripts/bench_pack.py --quick --json out.json --plot
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import click
+import numpy as np
+from mpi4py import MPI
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from mpiforge.datatypes import canonicalize, packer_for, translate
+
+MiB = 1 << 20
+LINE = 64
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[], MPI.Datatype]  # an uncommitted datatype; the user buffer spans its extent
+    block_bytes: str  # human description of the blocks
+    kind: str  # "vector", "subarray", "indexed" or "struct": selects the targets that apply
+
+
+def _vector(block: int) -> Case:
+    n = 32 * MiB // block
+    w = block // 8
+    return Case(f"vector {block} B", lambda: MPI.DOUBLE.Create_vector(n, w, 2 * w), f"{block}", "vector")
+
+
+def _cube(sub: list[int], start: list[int], name: str, block: str) -> Case:
+    return Case(name, lambda: MPI.DOUBLE.Create_subarray([256] * 3, sub, start), block, "subarray")
+
+
+def _indexed(nblocks: int, lo: int, hi: int) -> Case:
+    def build() -> MPI.Datatype:
+        rng = np.random.default_rng(nblocks + hi)
+        lens = rng.integers(lo, hi + 1, nblocks)
+        gaps = rng.integers(lo, hi + 1, nblocks)
+        disps = np.concatenate([[0], np.cumsum(lens + gaps)[:-1]])
+        return MPI.DOUBLE.Create_indexed(lens.tolist(), disps.tolist())
+
+    return Case(f"indexed {nblocks:.0e} x {lo}-{hi} dbl".replace("e+0", "e"), build, f"{8 * lo}-{8 * hi}", "indexed")
+
+
+def _particles() -> MPI.Datatype:
+    """Array of 10^6 C structs {int32 id; double x[3]; float v[3]; int8 flags[2]} (48 B with padding)."""
+    rec = MPI.Datatype.Create_struct([1, 3, 3, 2], [0, 8, 32, 44], [MPI.INT32_T, MPI.DOUBLE, MPI.FLOAT, MPI.INT8_T])
+    return rec.Create_resized(0, 48).Create_contiguous(10 ** 6)
+
+
+CASES = [
+    *(_vector(b) for b in (8, 64, 512, 4096)),
+    _cube([1, 256, 256], [0, 0, 0], "256^3 x face", "512K"),
+    _cube([256, 1, 256], [0, 0, 0], "256^3 y face", "2048"),
+    _cube([256, 256, 1], [0, 0, 0], "256^3 z face", "8"),
+    _cube([256, 256, 4], [0, 0, 0], "256^3 z halo 4", "32"),
+    _cube([128] * 3, [64] * 3, "256^3 interior 128^3", "1024"),
+    _indexed(10 ** 6, 1, 16),
+    _indexed(2 * 10 ** 5, 1, 256),
+    _indexed(2 * 10 ** 4, 64, 1024),
+    Case("struct 1e6 particles", _particles, "4,24,14", "struct"),
+]
+
+
+def traffic_factor(layout, base: int, packed: int) -> float:
+    """(distinct cache-line bytes read + bytes written) / (2 x packed bytes)."""
+    offsets, lengths = layout.blocks()
+    keep = lengths > 0
+    first = (base + offsets[keep]) // LINE
+    last = (base + offsets[keep] + lengths[keep] - 1) // LINE
+    order = np.argsort(first, kind="stable")
+    first, last = first[order], last[order]
+    covered = np.maximum.accumulate(last)
+    before = np.concatenate([[first[0] - 1], covered[:-1]])
+    new_lines = np.maximum(0, last - np.maximum(first - 1, before))
+    return (int(new_lines.sum()) * LINE + packed) / (2 * packed)
+
+
+def _median_time(fn: Callable[[], object], inner: int) -> float:
+    t = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t) / inner
+
+
+def measure(case: Case, reps: int) -> dict:
+    dt = case.build().Commit()
+    try:
+        packer = packer_for(dt)
+        size, extent = dt.size, dt.extent
+        user = np.random.default_rng(1).integers(0, 256, extent, dtype=np.uint8)
+        window = MPI.buffer.fromaddress(user.ctypes.data, extent, readonly=False)
+        ours, theirs = np.zeros(size, np.uint8), np.zeros(size, np.uint8)
+        copy_src, copy_dst = np.ones(size, np.uint8), np.zeros(size, np.uint8)
+        scratch = user.copy()
+        # correctness first: identical bytes both ways
+        packer.pack(user, ours)
+        dt.Pack(window, theirs, 0, MPI.COMM_SELF)
+        if not np.array_equal(ours, theirs):
+            raise AssertionError(f"{case.name}: mpiforge and MPI_Pack disagree")
+        packer.unpack(ours, 0, scratch)
+        if not np.array_equal(scratch, user):
+            raise AssertionError(f"{case.name}: unpack did not restore the buffer")
+        scratch_window = MPI.buffer.fromaddress(scratch.ctypes.data, extent, readonly=False)
+        ops = {
+            "mpiforge": lambda: packer.pack(user, ours),
+            "mpi": lambda: dt.Pack(window, theirs, 0, MPI.COMM_SELF),
+            "memcpy": lambda: np.copyto(copy_dst, copy_src),
+            "mpiforge_unpack": lambda: packer.unpack(ours, 0, scratch),
+            "mpi_unpack": lambda: dt.Unpack(theirs, 0, scratch_window, MPI.COMM_SELF),
+        }
+        inner = max(1, int(2 * MiB // max(size, 1)))  # >= ~2 MB moved per sample
+        samples: dict[str, list[float]] = {k: [] for k in ops}
+        for fn in ops.values():
+            fn()  # warm-up: first-touch page faults, kernel compilation
+        for _ in range(reps):
+            for name, fn in ops.items():
+                samples[name].append(_median_time(fn, inner))
+        gbps = {k: size / statistics.median(v) / 1e9 for k, v in samples.items()}
+        factor = traffic_factor(packer.layout, user.ctypes.data, size)
+        offsets, lengths = packer.layout.blocks()
+        return {
+            "name": case.name,
+            "bytes": size,
+            "block_bytes": case.block_bytes,
+            "min_block_bytes": int(lengths.min()),
+            "kind": case.kind,
+            "layout": type(packer.layout).__name__,
+            "mpiforge_gbps": gbps["mpiforge"],
+            "mpi_gbps": gbps["mpi"],
+            "memcpy_gbps": gbps["memcpy"],
+            "traffic_factor": factor,
+            "bound_gbps": gbps["memcpy"] / factor,
+            "unpack_mpiforge_gbps": gbps["mpiforge_unpack"],
+            "unpack_mpi_gbps": gbps["mpi_unpack"],
+            "ratio_vs_mpi": gbps["mpiforge"] / gbps["mpi"],
+            "unpack_ratio_vs_mpi": gbps["mpiforge_unpack"] / gbps["mpi_unpack"],
+        }
+    finally:
+        dt.Free()
+
+
+def check_targets(c: dict) -> list[str]:
+    """The targets of issue #2 that this case misses (empty: all met)."""
+    missed = []
+    for label, ours, mpi in (("pack", c["mpiforge_gbps"], c["mpi_gbps"]),
+                             ("unpack", c["unpack_mpiforge_gbps"], c["unpack_mpi_gbps"])):
+        if c["bytes"] >= MiB and ours < min(mpi, 0.95 * c["bound_gbps"]):
+            missed.append(f"{label} < min(MPI, 95% bound)")
+        if (c["kind"] == "indexed" or c["name"].endswith("z halo 4")) and ours < 1.2 * mpi:
+            missed.append(f"{label} < 1.2x MPI")
+        if c["min_block_bytes"] >= 64 and ours < 0.75 * c["bound_gbps"]:
+            missed.append(f"{label} < 75% bound")
+    return missed
+
+
+def overheads(reps: int) -> dict:
+    """Translate+canonicalize time of a 3-level nested type; per-call cost of a cached 8-byte pack."""
+    rec = MPI.Datatype.Create_struct([1, 3, 1], [0, 8, 32], [MPI.INT, MPI.DOUBLE, MPI.FLOAT]).Create_resized(0, 40)
+    nested = rec.Create_vector(4, 2, 3).Create_subarray([5, 6], [2, 3], [1, 2]).Commit()
+    times = []
+    for _ in range(max(reps, 5) * 20):
+        t = time.perf_counter()
+        canonicalize(translate(nested), nested.extent)
+        times.append(time.perf_counter() - t)
+    small = MPI.INT.Create_vector(2, 1, 2).Commit()  # 8 bytes, two 4-byte blocks
+    src, out = np.arange(4, dtype=np.int32), np.zeros(8, np.uint8)
+    packer_for(small).pack(src, out)
+    calls = 20000
+
+    def per_call(fn) -> float:
+        return statistics.median(_median_time(fn, calls) for _ in range(max(reps, 5))) * 1e6
+
+    from mpiforge.datatypes import pack
+
+    result = {
+        "canonicalize_3level_ms": statistics.median(times) * 1e3,
+        "cached_pack_8B_us": per_call(lambda: pack(src, 1, small, out)),
+        "mpi_pack_8B_us": per_call(lambda: small.Pack(src[:3], out, 0, MPI.COMM_SELF)),
+    }
+    nested.Free()
+    small.Free()
+    return result
+
+
+def render(cases: list[dict], over: dict, console: Console) -> None:
+    table = Table(title="Pack/unpack throughput, GB/s (medians; bound = memcpy / traffic factor)")
+    for col in ("case", "MiB", "block B", "pack", "MPI", "x MPI", "unpack", "MPI", "x MPI",
+                "memcpy", "bound", "%bound", "targets"):
+        table.add_column(col, justify="left" if col in ("case", "targets") else "right")
+    for c in cases:
+        missed = check_targets(c)
+        worst = min(c["mpiforge_gbps"], c["unpack_mpiforge_gbps"]) / c["bound_gbps"]
+        table.add_row(
+            c["name"], f"{c['bytes'] / MiB:.1f}", c["block_bytes"],
+            f"{c['mpiforge_gbps']:.2f}", f"{c['mpi_gbps']:.2f}", f"{c['ratio_vs_mpi']:.2f}",
+            f"{c['unpack_mpiforge_gbps']:.2f}", f"{c['unpack_mpi_gbps']:.2f}", f"{c['unpack_ratio_vs_mpi']:.2f}",
+            f"{c['memcpy_gbps']:.2f}", f"{c['bound_gbps']:.2f}", f"{100 * worst:.0f}%",
+            "[green]met[/]" if not missed else "[red]" + "; ".join(missed) + "[/]",
+        )
+    console.print(table)
+    console.print(f"translate + canonicalize a 3-level nested type: {over['canonicalize_3level_ms']:.3f} ms "
+                  f"(target < 1 ms); cached 8-byte pack: {over['cached_pack_8B_us']:.2f} us per call "
+                  f"(target < 3 us; MPI_Pack through mpi4py: {over['mpi_pack_8B_us']:.2f} us)")
+
+
+def plot(cases: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [c["name"] for c in cases]
+    x = np.arange(len(cases))
+    fig, axes = plt.subplots(2, 1, figsize=(13, 8), sharex=True)
+    for ax, ours, mpi, title in ((axes[0], "mpiforge_gbps", "mpi_gbps", "pack"),
+                                 (axes[1], "unpack_mpiforge_gbps", "unpack_mpi_gbps", "unpack")):
+        ax.bar(x - 0.2, [c[ours] for c in cases], 0.4, label="mpiforge")
+        ax.bar(x + 0.2, [c[mpi] for c in cases], 0.4, label="Open MPI MPI_Pack")
+        ax.scatter(x, [c["bound_gbps"] for c in cases], marker="_", s=600, color="k", label="traffic bound")
+        ax.set_ylabel(f"{title} GB/s")
+        ax.legend(loc="upper right")
+    axes[1].set_xticks(x, names, rotation=35, ha="right")
+    fig.suptitle("mpiforge datatype engine vs Open MPI")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--quick", is_flag=True, help="Same cases, 5 repetitions (under a minute).")
+@click.option("--reps", type=int, default=None, help="Repetitions per measurement (default 11; 5 with --quick).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON here.")
+@click.option("--plot", "plot_path", is_flag=False, flag_value="bench_pack.png", default=None,
+              help="Write a PNG plot (default name bench_pack.png).")
+@click.option("--only", default="", help="Run only cases whose name contains this text.")
+def main(quick: bool, reps: int | None, json_path: str | None, plot_path: str | None, only: str) -> None:
+    """Measure pack/unpack throughput of mpiforge, MPI_Pack and memcpy on the cases of issue #2."""
+    reps = reps or (5 if quick else 11)
+    console = Console()
+    chosen = [c for c in CASES if only in c.name]
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=len(chosen) + 1)
+        for case in chosen:
+            progress.update(task, description=case.name)
+            results.append(measure(case, reps))
+            progress.advance(task)
+        over = overheads(reps)
+        progress.advance(task)
+    render(results, over, console)
+    report = {
+        "machine": {"python": platform.python_version(), "mpi": MPI.Get_library_version().split("\n")[0].strip("\0"),
+                    "cpu": platform.processor() or platform.machine(), "reps": reps},
+        "cases": results,
+        "overheads": over,
+        "targets_missed": {c["name"]: check_targets(c) for c in results if check_targets(c)},
+    }
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(report, fh, indent=1)
+    if plot_path:
+        plot(results, plot_path)
+        console.print(f"plot written to {plot_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
