@@ -3,16 +3,17 @@
 Kernels work on raw addresses: the caller has already checked that every byte they touch
 lies inside the buffers. Copies always go from ``src`` to ``dst``; pack and unpack differ only
 in which side carries the stride. Small runs are copied with fixed-size moves (single loads and
-stores), long runs with memcpy. Large transfers *stream*: the kernel writes whole cache lines
-with non-temporal stores, so memory sees each byte written once and never read for ownership
-(small runs are first gathered into a tile that stays in L1, then streamed out).
+stores), long runs with memcpy. Large transfers may *stream*: whole cache lines are written with
+non-temporal stores, so memory sees each byte written once and never read for ownership (pack
+gathers runs into a tile that stays in L1, then streams it out; unpack streams the runs that
+cover whole lines). The caller decides when streaming pays, see ``packer.stream_policy``.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from .llvm_ops import memcpy, prefetch, store_fence, stream64
+from .llvm_ops import memcpy, prefetch, prefetch_write, store_fence, stream64
 
 _JIT = dict(cache=True, nogil=True, boundscheck=False)
 # Hardware prefetchers lose track of long strides: prefetch this many runs ahead past this stride.
@@ -20,6 +21,10 @@ PREFETCH_ROWS = 12
 PREFETCH_MIN_STRIDE = 256
 PREFETCH_CHUNK = 16
 TILE = 4096  # bytes gathered in L1 before being streamed out
+DIRECT = 512  # pack streams runs this long straight to the packed buffer, without the tile
+# Streaming a partly written line costs more than it saves, except in long runs where the
+# partial lines at both ends are a small share.
+STREAM_ANY = 2048
 LINE = 64
 
 
@@ -94,12 +99,16 @@ def _rows(dst, dstep, src, sstep, run, count, ahead):
     if ahead == 0:
         _fixed_rows(dst, dstep, src, sstep, run, count)
         return
-    far, step = (src + ahead, sstep) if sstep != run else (dst + ahead, dstep)
+    to_strided = sstep == run  # unpack: the strided side is written, so fetch its lines owned
+    far, step = (dst + ahead, dstep) if to_strided else (src + ahead, sstep)
     i = 0
     while i < count:
         m = min(PREFETCH_CHUNK, count - i)
         for j in range(i, i + m):
-            prefetch(far + j * step)
+            if to_strided:
+                prefetch_write(far + j * step)
+            else:
+                prefetch(far + j * step)
         _fixed_rows(dst + i * dstep, dstep, src + i * sstep, sstep, run, m)
         i += m
 
@@ -109,7 +118,7 @@ def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
     """Gather one row of ``count`` runs into the packed stream; return the new packed address."""
     if not stream:
         _rows(packed, run, src, stride, run, count, ahead)
-    elif run >= TILE:
+    elif run >= DIRECT:
         for i in range(count):
             _stream(packed + i * run, src + i * stride, run)
     else:
@@ -124,11 +133,26 @@ def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
 
 
 @njit(**_JIT)
+def _put(dst, src, n):
+    """Unpack one run while streaming: whole aligned lines, or long runs, go non-temporal."""
+    if n >= STREAM_ANY or (n >= LINE and ((dst | n) & (LINE - 1)) == 0):
+        _stream(dst, src, n)
+    else:
+        _copy(dst, src, n)
+
+
+@njit(**_JIT)
 def _unpack_row(dst, stride, packed, run, count, ahead, stream):
     """Scatter one row of ``count`` runs from the packed stream; return the new packed address."""
-    if stream and run >= LINE:
+    if stream and ((dst | stride | run) & (LINE - 1)) == 0:
+        for i in range(count):  # every run covers whole lines: stream them all
+            d = dst + i * stride
+            s = packed + i * run
+            for j in range(0, run, LINE):
+                stream64(d + j, s + j)
+    elif stream and run >= LINE:
         for i in range(count):
-            _stream(dst + i * stride, packed + i * run, run)
+            _put(dst + i * stride, packed + i * run, run)
     else:
         _rows(dst, stride, packed, run, run, count, ahead)
     return packed + count * run
@@ -174,8 +198,12 @@ def move_strided(user, run, dims, packed, to_packed, stream):
 
 
 @njit(**_JIT)
-def move_blocks(user, offsets, lengths, dims, packed, to_packed, stream):
-    """Block list (typemap order) at address ``user``, repeated over outer ``dims`` = [counts, strides]."""
+def move_blocks(user, offsets, lengths, dims, packed, to_packed, stream, ahead, pf_bytes):
+    """Block list (typemap order) at address ``user``, repeated over outer ``dims`` = [counts, strides].
+
+    Irregular block starts defeat the hardware prefetcher: while moving block b, the first
+    ``pf_bytes`` of block b + ``ahead`` are prefetched (``ahead`` 0: no prefetch).
+    """
     counts = dims[0]
     strides = dims[1]
     ndim = counts.shape[0]
@@ -194,6 +222,12 @@ def move_blocks(user, offsets, lengths, dims, packed, to_packed, stream):
         for r in range(c0):
             row = base + r * s0
             for b in range(nblocks):
+                if ahead > 0 and b + ahead < nblocks:
+                    a = row + offsets[b + ahead]
+                    e = a + min(lengths[b + ahead], pf_bytes)
+                    while a < e:
+                        prefetch(a)
+                        a += LINE
                 n = lengths[b]
                 where = row + offsets[b]
                 if not stream:
@@ -202,14 +236,11 @@ def move_blocks(user, offsets, lengths, dims, packed, to_packed, stream):
                     else:
                         _copy(where, packed, n)
                 elif not to_packed:
-                    if n >= LINE:
-                        _stream(where, packed, n)
-                    else:
-                        _copy(where, packed, n)
-                elif used + n > TILE or n >= TILE:
+                    _put(where, packed, n)
+                elif used + n > TILE or n >= DIRECT:
                     _stream(packed - used, tile, used)  # flush the tile, then this block
                     used = 0
-                    if n >= TILE:
+                    if n >= DIRECT:
                         _stream(packed, where, n)
                     else:
                         _copy(tile, where, n)

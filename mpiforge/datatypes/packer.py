@@ -24,9 +24,35 @@ from .translate import UnsupportedDatatype, translate
 __all__ = ["Packer", "packer_for", "pack", "unpack", "pack_size"]
 
 log = logging.getLogger(__name__)
+LINE = 64
 # Transfers at least this large bypass the caches with non-temporal stores (the data would not
 # fit in L2 anyway, and streaming avoids reading every destination line before writing it).
 STREAM_MIN_BYTES = int(os.environ.get("MPIFORGE_STREAM_BYTES", 4 << 20))
+STREAM_MIN_BLOCK = 256  # run (mean block) length from which pack streams
+
+
+def stream_policy(nbytes: int, block: float, strided: bool) -> tuple[bool, bool]:
+    """(pack, unpack) may stream? Only transfers beyond L2 size, and only with long enough blocks.
+
+    Measured on Sapphire Rapids: streaming speeds pack up for runs of a few hundred bytes and
+    more, and slows it down for short runs, where gathering through the tile costs more than
+    the saved reads for ownership. A strided unpack may always stream: the kernel streams only
+    the runs that cover whole lines.
+    """
+    if nbytes < STREAM_MIN_BYTES:
+        return False, False
+    long_blocks = block >= STREAM_MIN_BLOCK
+    return long_blocks, long_blocks or strided
+
+
+def block_prefetch(mean_block: float) -> tuple[int, int]:
+    """(blocks ahead, bytes) to prefetch in block lists: far ahead for small blocks, the head of
+    medium ones, nothing for long blocks that the hardware prefetcher follows by itself."""
+    if mean_block < 256:
+        return 16, LINE
+    if mean_block < 2048:
+        return 4, 1024
+    return 2, 256
 
 
 class Plan(NamedTuple):
@@ -39,6 +65,9 @@ class Plan(NamedTuple):
     start: int  # strided: offset of the first run
     run: int  # strided: bytes per run
     dims: np.ndarray | None  # [counts, strides] of the outer dims, innermost first
+    stream_pack: bool = False  # let the host kernel use non-temporal stores, see stream_policy
+    stream_unpack: bool = False
+    prefetch: tuple[int, int] = (0, 0)  # block lists: prefetch (blocks ahead, bytes of each)
 
 
 class Packer:
@@ -92,12 +121,13 @@ class Packer:
             self.check_bounds(plan, user_len, packed_len, position, to_packed)
         if plan.nbytes == 0:
             return end
-        stream = plan.nbytes >= STREAM_MIN_BYTES
+        stream = plan.stream_pack if to_packed else plan.stream_unpack
         if plan.kind is StridedBlock:
             host_kernels.move_strided(user + plan.start, plan.run, plan.dims, packed + position, to_packed, stream)
         elif plan.kind is BlockList:
             lay = self.layout
-            host_kernels.move_blocks(user, lay.offsets, lay.lengths, plan.dims, packed + position, to_packed, stream)
+            host_kernels.move_blocks(user, lay.offsets, lay.lengths, plan.dims, packed + position, to_packed, stream,
+                                     *plan.prefetch)
         else:
             self._mpi_move(user, packed + position, plan, to_packed)
         return end
@@ -115,10 +145,12 @@ class Packer:
             outer = tuple(zip(lay.counts[1:], lay.strides[1:])) + ((count, self.extent),)
             st = _normalize(lay.start, lay.run, outer)
             dims = np.array([[c for c, _ in st.dims], [s for _, s in st.dims]], dtype=np.int64).reshape(2, -1)
-            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims)
+            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *stream_policy(nbytes, st.run, True))
         if type(lay) is BlockList:
             dims = np.array([lay.counts + (count,), lay.strides + (self.extent,)], dtype=np.int64)
-            return Plan(BlockList, nbytes, lo, hi, 0, 0, dims)
+            mean_block = lay.size / max(lay.nblocks, 1)
+            return Plan(BlockList, nbytes, lo, hi, 0, 0, dims, *stream_policy(nbytes, mean_block, False),
+                        prefetch=block_prefetch(mean_block))
         return Plan(None, nbytes, lo, hi, 0, 0, None)
 
     def check_bounds(self, plan: Plan, user_len: int, packed_len: int, position: int, to_packed: bool) -> None:
