@@ -29,7 +29,7 @@ from mpi4py import MPI
 
 __all__ = [
     "Recipe", "datatype_recipes", "committed", "build", "free",
-    "touched_span", "fits", "mpi_pack", "mpi_unpack", "mpi_typemap", "layout_typemap",
+    "touched_span", "fits", "mpi_pack", "mpi_unpack", "mpi_typemap", "mpi_self_consistent", "layout_typemap",
     "MAX_BYTES",
 ]
 
@@ -38,8 +38,8 @@ MAX_BYTES = 1 << 20
 TOP_BUDGET = 1 << 16  # span budget of one element when drawing
 
 # Left out on purpose, because Open MPI itself is not a usable reference for them:
-# - long double types: a non-contiguous x87 long double moves only its 10 value bytes and
-#   leaves the 6 padding bytes untouched (test_pack_differential.py checks that on its own);
+# - long double types: in vector/indexed layouts Open MPI moves only the 10 value bytes of an
+#   x87 long double and leaves the 6 padding bytes untouched (see test_pack_differential.py);
 # - complex types: resized to half their size (one component), Open MPI repeats them all at
 #   offset 0 (contiguous(3, resized(C_DOUBLE_COMPLEX, 0, 8)) packs bytes 0..15 three times).
 NAMED = (
@@ -48,11 +48,17 @@ NAMED = (
 )
 DISTRIBS = ("NONE", "BLOCK", "CYCLIC")
 
-# Open MPI 5.0 builds a vector/hvector whose stride is exactly -1 byte as if the stride were
-# the natural one (blocklength * extent): the -1 is taken for "no stride given". The recipes
-# step around it (a stride of -2 instead) so that the reference stays right;
-# test_pack_differential.py checks the engine follows the standard there.
-OMPI_MINUS_ONE_STRIDE = -1
+
+
+def _ompi_safe(stride: int, unit: int) -> int:
+    """A vector stride (in ``unit`` bytes) that avoids a byte stride of exactly -1.
+
+    Open MPI 5.0 builds a vector/hvector whose stride is -1 byte as if the blocks were
+    contiguous (hvector(2, 2, -1) of INT packs bytes 0..15), so it is no reference there; the
+    recipes take twice the stride instead. test_pack_differential.py checks the engine keeps
+    to the standard in that case.
+    """
+    return 2 * stride if stride * unit == -1 else stride
 
 
 # ---------------------------------------------------------------- MPI helpers
@@ -68,18 +74,14 @@ def true_bounds(dt: MPI.Datatype) -> tuple[int, int]:
     return (dt.true_lb, dt.true_extent) if dt.size else (0, 0)
 
 
-def footprint(dt: MPI.Datatype, n: int) -> tuple[int, int]:
-    """[lo, hi) of the bytes ``n`` consecutive elements of ``dt`` may touch (MPI's true bounds)."""
-    if n <= 0 or dt.size == 0:
+def touched_span(dt: MPI.Datatype, count: int) -> tuple[int, int]:
+    """Bytes [lo, hi) that ``count`` consecutive elements touch, relative to displacement 0
+    (from MPI's true bounds and extent)."""
+    if count <= 0 or dt.size == 0:
         return 0, 0
     true_lb, true_extent = true_bounds(dt)
-    reach = (n - 1) * dt.extent
+    reach = (count - 1) * dt.extent
     return true_lb + min(0, reach), true_lb + true_extent + max(0, reach)
-
-
-def touched_span(dt: MPI.Datatype, count: int) -> tuple[int, int]:
-    """Bytes [lo, hi) touched by ``count`` elements, relative to the buffer start."""
-    return footprint(dt, count)
 
 
 def fits(dt: MPI.Datatype, count: int) -> bool:
@@ -121,6 +123,21 @@ def mpi_typemap(dt: MPI.Datatype, count: int) -> np.ndarray:
         mpi_pack(dt, src, count, out, 0)
         offsets |= np.frombuffer(out, dtype=np.uint8).astype(np.int64) << shift
     return offsets
+
+
+def mpi_self_consistent(dt: MPI.Datatype, count: int) -> bool:
+    """True when MPI packs ``count`` elements as ``count`` copies of one element, each
+    ``extent`` further on, i.e. when Open MPI is a usable reference for this type and count.
+
+    Open MPI 5.0 breaks this for some types it flags as contiguous although their extent is
+    larger than their size (struct {BYTE at 0, contiguous(0) at 2}: extent 2, but 3 elements
+    are packed from bytes 0, 1, 2), while contiguous(3, dt) is packed from 0, 2, 4.
+    """
+    if count == 1 or dt.size == 0:
+        return True
+    one = mpi_typemap(dt, 1)
+    tiled = (np.arange(count, dtype=np.int64)[:, None] * dt.extent + one[None, :]).ravel()
+    return np.array_equal(mpi_typemap(dt, count), tiled)
 
 
 def layout_typemap(layout, count: int) -> np.ndarray:
@@ -191,10 +208,7 @@ class Vector(Recipe):
 
     def build(self):
         def make(t):
-            stride = self.stride
-            if stride * t.extent == -1:
-                stride = -2  # Open MPI bug: see OMPI_MINUS_ONE_STRIDE
-            return t.Create_vector(self.count, self.blocklength, stride)
+            return t.Create_vector(self.count, self.blocklength, _ompi_safe(self.stride, t.extent))
         return _with_child(self.child, make)
 
 
@@ -210,9 +224,9 @@ class HVector(Recipe):
 
     def build(self):
         def make(t):
-            lo, hi = footprint(t, self.blocklength)
+            lo, hi = touched_span(t, self.blocklength)
             stride = self.sign * (hi - lo + self.gap)
-            return t.Create_hvector(self.count, self.blocklength, -2 if stride == -1 else stride)
+            return t.Create_hvector(self.count, self.blocklength, _ompi_safe(stride, 1))
         return _with_child(self.child, make)
 
 
@@ -236,12 +250,12 @@ class IndexedBlock(Recipe):
         return _with_child(self.child, lambda t: t.Create_indexed_block(self.blocklength, list(self.displacements)))
 
 
-def _placed(footprints: list[tuple[int, int]], gaps: tuple[int, ...], order: tuple[int, ...]) -> list[int]:
+def _placed(spans: list[tuple[int, int]], gaps: tuple[int, ...], order: tuple[int, ...]) -> list[int]:
     """Byte displacements that lay blocks side by side (in ``order``, separated by ``gaps``)."""
-    disps = [0] * len(footprints)
+    disps = [0] * len(spans)
     cursor = 0
     for slot, i in enumerate(order):
-        lo, hi = footprints[i]
+        lo, hi = spans[i]
         disps[i] = cursor - lo
         cursor += (hi - lo) + gaps[slot]
     return disps
@@ -258,7 +272,7 @@ class HIndexed(Recipe):
 
     def build(self):
         def make(t):
-            disps = _placed([footprint(t, n) for n in self.blocklengths], self.gaps, self.order)
+            disps = _placed([touched_span(t, n) for n in self.blocklengths], self.gaps, self.order)
             return t.Create_hindexed(list(self.blocklengths), disps)
         return _with_child(self.child, make)
 
@@ -272,7 +286,7 @@ class HIndexedBlock(Recipe):
 
     def build(self):
         def make(t):
-            disps = _placed([footprint(t, self.blocklength)] * len(self.gaps), self.gaps, self.order)
+            disps = _placed([touched_span(t, self.blocklength)] * len(self.gaps), self.gaps, self.order)
             return t.Create_hindexed_block(self.blocklength, disps)
         return _with_child(self.child, make)
 
@@ -328,8 +342,8 @@ class Struct(Recipe):
         try:
             for c in self.children:
                 types.append(c.build())
-            feet = [footprint(t, n) for t, n in zip(types, self.blocklengths)]
-            return MPI.Datatype.Create_struct(list(self.blocklengths), _placed(feet, self.gaps, self.order), types)
+            spans = [touched_span(t, n) for t, n in zip(types, self.blocklengths)]
+            return MPI.Datatype.Create_struct(list(self.blocklengths), _placed(spans, self.gaps, self.order), types)
         finally:
             for t in types:
                 free(t)
@@ -423,27 +437,27 @@ def _counts(draw, n_lo: int, n_hi: int, hi: int) -> tuple[int, ...]:
 
 
 @st.composite
-def _named(draw, budget: int) -> Recipe:
+def _named(draw, budget: int, max_run: int) -> Recipe:
     fitting = [n for n in NAMED if getattr(MPI, n).extent <= max(budget, 1)] or ["BYTE"]
     leaf = Named(draw(st.sampled_from(fitting)))
     if draw(st.integers(0, 3)) == 0:
-        # a longer dense run: exercises every copy width of the kernels (1..300+ bytes)
+        # a longer dense run: exercises every copy width of the kernels (1 byte .. max_run)
         extent = getattr(MPI, leaf.name).extent
-        return Contiguous(draw(st.integers(1, max(1, min(320 // extent, budget // extent)))), leaf)
+        return Contiguous(draw(st.integers(1, max(1, min(max_run // extent, budget // extent)))), leaf)
     return leaf
 
 
 @st.composite
-def _node(draw, depth: int, budget: int, overlap: bool) -> Recipe:
+def _node(draw, depth: int, budget: int, overlap: bool, max_run: int) -> Recipe:
     if depth == 0 or budget < 8 or draw(st.integers(0, 4)) == 0:
-        return draw(_named(budget))
+        return draw(_named(budget, max_run))
     kind = draw(st.sampled_from([
         "contiguous", "vector", "hvector", "indexed", "hindexed", "indexed_block", "hindexed_block",
         "subarray", "darray", "struct", "resized", "dup",
     ]))
 
     def child(factor: int) -> Recipe:
-        return draw(_node(depth - 1, budget // max(1, factor), overlap))
+        return draw(_node(depth - 1, budget // max(1, factor), overlap, max_run))
 
     if kind == "contiguous":
         n = _count(draw, 4)
@@ -522,10 +536,12 @@ def _node(draw, depth: int, budget: int, overlap: bool) -> Recipe:
     return Dup(child(1))
 
 
-def datatype_recipes(max_depth: int = 3, non_overlapping: bool = False, budget: int = TOP_BUDGET):
+def datatype_recipes(max_depth: int = 3, non_overlapping: bool = False, budget: int = TOP_BUDGET,
+                     max_run: int = 320):
     """Random nested datatypes (recipes), up to ``max_depth`` constructors deep.
 
     The final type has true_lb >= 0 and a positive extent; its inner levels may have negative
-    strides, displacements and lower bounds, zero-length blocks and zero counts.
+    strides, displacements and lower bounds, zero-length blocks and zero counts. Leaves are
+    named types or dense runs of up to ``max_run`` bytes.
     """
-    return st.builds(Top, st.integers(0, 8), _node(max_depth, budget, not non_overlapping))
+    return st.builds(Top, st.integers(0, 8), _node(max_depth, budget, not non_overlapping, max_run))

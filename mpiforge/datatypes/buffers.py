@@ -12,11 +12,12 @@ from mpi4py import MPI
 
 from .errors import PackError
 
-__all__ = ["host_buffer", "is_device", "DeviceBuffer", "device_buffer"]
+__all__ = ["HOST_TYPES", "host_buffer", "is_device", "DeviceBuffer", "device_buffer"]
 
 # DLPack device types whose memory the CPU cannot touch directly.
 _DLPACK_GPU = {2, 4, 10, 13, 14}  # CUDA, OpenCL, ROCm, CUDA managed, oneAPI
-_device_types: dict[type, bool] = {np.ndarray: False, bytes: False, bytearray: False, memoryview: False}
+HOST_TYPES = frozenset({np.ndarray, bytes, bytearray, memoryview})  # never device memory
+_device_types: dict[type, bool] = dict.fromkeys(HOST_TYPES, False)
 
 
 def is_device(obj: Any) -> bool:

@@ -18,6 +18,9 @@ __all__ = ["canonicalize", "MAX_BLOCKS"]
 
 # Beyond this many blocks a layout is not worth materialising: MPI's own Pack takes over.
 MAX_BLOCKS = 1 << 26
+# Repeated block lists up to this many blocks are flattened and re-folded, so that every
+# constructor of a layout meets in one form; larger ones keep the repetition as built.
+FLATTEN_LIMIT = 1 << 20
 
 Dims = tuple[tuple[int, int], ...]  # (count, stride), innermost first
 
@@ -51,6 +54,19 @@ def canonicalize(node: Node, extent: int) -> Layout:
                         (part.run,) + tuple(c for c, _ in part.dims), (1,) + tuple(s for _, s in part.dims))
 
 
+def _merge_dims(dims: Dims) -> Dims:
+    """Drop count-1 dims and merge a dim into the next when the outer stride is count x inner."""
+    out = [d for d in dims if d[0] != 1]
+    i = 0
+    while i < len(out) - 1:
+        (c1, s1), (c2, s2) = out[i], out[i + 1]
+        if s2 == c1 * s1:
+            out[i:i + 2] = [(c1 * c2, s1)]
+        else:
+            i += 1
+    return tuple(out)
+
+
 def _normalize(start: int, run: int, dims: Dims) -> _Strided:
     dims = [d for d in dims if d[0] != 1]
     changed = True
@@ -78,7 +94,10 @@ def _canon(node: Node) -> _Part:
             return None
         if isinstance(part, _Strided):
             return _normalize(part.start, part.run, part.dims + ((node.count, node.stride),))
-        return _Blocks(part.offsets, part.lengths, part.dims + ((node.count, node.stride),))
+        repeated = _Blocks(part.offsets, part.lengths, _merge_dims(part.dims + ((node.count, node.stride),)))
+        if len(part.offsets) * int(np.prod([c for c, _ in repeated.dims], dtype=np.int64)) <= FLATTEN_LIMIT:
+            return _simplify(*_expand(repeated))  # the same normal form as any other block list
+        return repeated
     if isinstance(node, Indexed):
         return _canon_indexed(node)
     return _canon_seq(node)
@@ -154,7 +173,36 @@ def _simplify(offsets: np.ndarray, lengths: np.ndarray) -> _Part:
         pattern = _strided_pattern(offsets)
         if pattern is not None:
             return _normalize(int(offsets[0]), int(merged_len[0]), pattern)
+    period = _period(offsets, merged_len)
+    if period is not None:
+        k, dims = period
+        return _Blocks(offsets[:k], merged_len[:k], _merge_dims(dims))
     return _Blocks(offsets, merged_len, ())
+
+
+def _period(offsets: np.ndarray, lengths: np.ndarray) -> tuple[int, Dims] | None:
+    """The shortest k such that the list is its first k blocks repeated over strided dims."""
+    n = len(offsets)
+    for k in _divisors(n):
+        if lengths[k] != lengths[0] or offsets[k + 1] - offsets[k] != offsets[1] - offsets[0]:
+            continue
+        rows_len = lengths.reshape(-1, k)
+        if not (rows_len == rows_len[0]).all():
+            continue
+        rows = offsets.reshape(-1, k)
+        rel = rows - rows[:, :1]
+        if not (rel == rel[0]).all():
+            continue
+        dims = _strided_pattern(rows[:, 0])
+        if dims is not None:
+            return k, dims
+    return None
+
+
+def _divisors(n: int) -> list[int]:
+    """Divisors k of n with 2 <= k < n, ascending."""
+    small = [k for k in range(2, int(n ** 0.5) + 1) if n % k == 0]
+    return sorted(set(small + [n // k for k in small if n // k < n]))
 
 
 def _strided_pattern(offsets: np.ndarray) -> Dims | None:

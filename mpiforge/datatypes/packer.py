@@ -15,7 +15,7 @@ from mpi4py import MPI
 
 from ..bindings.ompi_datatype import is_committed
 from . import host_kernels
-from .buffers import host_buffer, is_device
+from .buffers import HOST_TYPES, host_buffer, is_device
 from .canonical import _normalize, canonicalize
 from .errors import PackError
 from .ir import BlockList, Layout, StridedBlock
@@ -89,6 +89,8 @@ class Packer:
 
     def pack_size(self, count: int = 1) -> int:
         """Bytes ``count`` elements occupy once packed (what MPI_Pack_size reports)."""
+        if count < 0:
+            raise PackError(MPI.ERR_COUNT, f"count must be >= 0, got {count}")
         return self.size * count
 
     def pack(self, inbuf: Any, outbuf: Any, position: int = 0, count: int = 1) -> int:
@@ -110,10 +112,11 @@ class Packer:
 
     def _move(self, user_obj: Any, packed_obj: Any, position: int, count: int, to_packed: bool) -> int:
         plan = self._plans.get(count) or self.plan(count)
-        if is_device(user_obj) or is_device(packed_obj):
-            from .device import device_move
+        if type(user_obj) not in HOST_TYPES or type(packed_obj) not in HOST_TYPES:
+            if is_device(user_obj) or is_device(packed_obj):
+                from .device import device_move
 
-            return device_move(self, plan, user_obj, packed_obj, position, to_packed)
+                return device_move(self, plan, user_obj, packed_obj, position, to_packed)
         user, user_len = host_buffer(user_obj, not to_packed, "input buffer" if to_packed else "output buffer")
         packed, packed_len = host_buffer(packed_obj, to_packed, "output buffer" if to_packed else "input buffer")
         end = position + plan.nbytes
@@ -210,7 +213,10 @@ def _forget(datatype: MPI.Datatype, keyval: int, handle: int) -> None:
 
 def packer_for(datatype: MPI.Datatype) -> Packer:
     """The cached Packer of ``datatype``, built on first use and dropped when the type is freed."""
-    packer = _packers.get(datatype.handle)
+    try:
+        packer = _packers.get(datatype.handle)
+    except AttributeError:
+        raise PackError(MPI.ERR_TYPE, f"expected an mpi4py Datatype, got {type(datatype).__name__}") from None
     if packer is not None:
         return packer
     global _keyval
