@@ -95,9 +95,11 @@ def _canon(node: Node) -> _Part:
         if isinstance(part, _Strided):
             return _normalize(part.start, part.run, part.dims + ((node.count, node.stride),))
         repeated = _Blocks(part.offsets, part.lengths, _merge_dims(part.dims + ((node.count, node.stride),)))
-        if len(part.offsets) * int(np.prod([c for c, _ in repeated.dims], dtype=np.int64)) <= FLATTEN_LIMIT:
+        last_end = part.offsets[-1] + part.lengths[-1] + sum((c - 1) * st for c, st in part.dims)
+        touching = part.offsets[0] + node.stride == last_end  # copies would merge into longer blocks
+        if touching and part.offsets.size * np.prod([c for c, _ in repeated.dims]) <= FLATTEN_LIMIT:
             return _simplify(*_expand(repeated))  # the same normal form as any other block list
-        return repeated
+        return repeated  # already that form: a minimal block list whose copies cannot merge
     if isinstance(node, Indexed):
         return _canon_indexed(node)
     return _canon_seq(node)

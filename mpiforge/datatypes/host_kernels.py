@@ -16,12 +16,9 @@ from numba import njit
 from .llvm_ops import memcpy, prefetch, prefetch_write, store_fence, stream64
 
 _JIT = dict(cache=True, nogil=True, boundscheck=False)
-# Hardware prefetchers lose track of long strides: prefetch this many runs ahead past this stride.
-PREFETCH_ROWS = 12
-PREFETCH_MIN_STRIDE = 256
-PREFETCH_CHUNK = 16
-TILE = 4096  # bytes gathered in L1 before being streamed out
-DIRECT = 512  # pack streams runs this long straight to the packed buffer, without the tile
+PREFETCH_CHUNK = 16  # runs whose prefetches are issued together
+TILE = 16384  # bytes gathered in L1 before being streamed out
+DIRECT = 2048  # pack streams runs this long straight to the packed buffer, without the tile
 # Streaming a partly written line costs more than it saves, except in long runs where the
 # partial lines at both ends are a small share.
 STREAM_ANY = 2048
@@ -94,8 +91,9 @@ def _fixed_rows(dst, dstep, src, sstep, run, count):
 
 
 @njit(**_JIT)
-def _rows(dst, dstep, src, sstep, run, count, ahead):
-    """Like _fixed_rows; with ``ahead`` != 0, prefetch the strided side that far ahead, chunk by chunk."""
+def _rows(dst, dstep, src, sstep, run, count, ahead, pf_bytes):
+    """Like _fixed_rows; with ``ahead`` != 0, prefetch ``pf_bytes`` of the strided side that far
+    ahead, chunk by chunk."""
     if ahead == 0:
         _fixed_rows(dst, dstep, src, sstep, run, count)
         return
@@ -105,28 +103,29 @@ def _rows(dst, dstep, src, sstep, run, count, ahead):
     while i < count:
         m = min(PREFETCH_CHUNK, count - i)
         for j in range(i, i + m):
-            if to_strided:
-                prefetch_write(far + j * step)
-            else:
-                prefetch(far + j * step)
+            for line in range(0, pf_bytes, LINE):
+                if to_strided:
+                    prefetch_write(far + j * step + line)
+                else:
+                    prefetch(far + j * step + line)
         _fixed_rows(dst + i * dstep, dstep, src + i * sstep, sstep, run, m)
         i += m
 
 
 @njit(**_JIT)
-def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
+def _pack_row(packed, src, stride, run, count, ahead, pf_bytes, tile, stream):
     """Gather one row of ``count`` runs into the packed stream; return the new packed address."""
     if not stream:
-        _rows(packed, run, src, stride, run, count, ahead)
-    elif run >= DIRECT:
-        for i in range(count):
+        _rows(packed, run, src, stride, run, count, ahead, pf_bytes)
+    elif run >= DIRECT or ((packed | run) & (LINE - 1)) == 0:
+        for i in range(count):  # long runs, or runs that keep the packed side line-aligned
             _stream(packed + i * run, src + i * stride, run)
     else:
         per_tile = TILE // run
         i = 0
         while i < count:
             m = min(per_tile, count - i)
-            _rows(tile, run, src + i * stride, stride, run, m, ahead)
+            _rows(tile, run, src + i * stride, stride, run, m, ahead, pf_bytes)
             _stream(packed + i * run, tile, m * run)
             i += m
     return packed + count * run
@@ -142,7 +141,7 @@ def _put(dst, src, n):
 
 
 @njit(**_JIT)
-def _unpack_row(dst, stride, packed, run, count, ahead, stream):
+def _unpack_row(dst, stride, packed, run, count, ahead, pf_bytes, stream):
     """Scatter one row of ``count`` runs from the packed stream; return the new packed address."""
     if stream and ((dst | stride | run) & (LINE - 1)) == 0:
         for i in range(count):  # every run covers whole lines: stream them all
@@ -154,13 +153,16 @@ def _unpack_row(dst, stride, packed, run, count, ahead, stream):
         for i in range(count):
             _put(dst + i * stride, packed + i * run, run)
     else:
-        _rows(dst, stride, packed, run, run, count, ahead)
+        _rows(dst, stride, packed, run, run, count, ahead, pf_bytes)
     return packed + count * run
 
 
 @njit(**_JIT)
-def move_strided(user, run, dims, packed, to_packed, stream):
-    """Strided block at address ``user``: runs of ``run`` bytes over ``dims`` = [counts, strides]."""
+def move_strided(user, run, dims, packed, to_packed, stream, ahead_rows, pf_bytes):
+    """Strided block at address ``user``: runs of ``run`` bytes over ``dims`` = [counts, strides].
+
+    With ``ahead_rows`` > 0 the first ``pf_bytes`` of the run that many runs ahead are prefetched.
+    """
     counts = dims[0]
     strides = dims[1]
     ndim = counts.shape[0]
@@ -175,15 +177,15 @@ def move_strided(user, run, dims, packed, to_packed, stream):
     rows = 1
     for d in range(1, ndim):
         rows *= counts[d]
-    ahead = PREFETCH_ROWS * s0 if abs(s0) >= PREFETCH_MIN_STRIDE and c0 > PREFETCH_ROWS else 0
+    ahead = ahead_rows * s0 if c0 > ahead_rows else 0
     tile = np.empty(TILE if stream else 0, np.uint8)
     idx = np.zeros(ndim, np.int64)
     base = user
     for _ in range(rows):
         if to_packed:
-            packed = _pack_row(packed, base, s0, run, c0, ahead, tile.ctypes.data, stream)
+            packed = _pack_row(packed, base, s0, run, c0, ahead, pf_bytes, tile.ctypes.data, stream)
         else:
-            packed = _unpack_row(base, s0, packed, run, c0, ahead, stream)
+            packed = _unpack_row(base, s0, packed, run, c0, ahead, pf_bytes, stream)
         d = 1
         while d < ndim:
             idx[d] += 1

@@ -29,6 +29,8 @@ LINE = 64
 # fit in L2 anyway, and streaming avoids reading every destination line before writing it).
 STREAM_MIN_BYTES = int(os.environ.get("MPIFORGE_STREAM_BYTES", 4 << 20))
 STREAM_MIN_BLOCK = 256  # run (mean block) length from which pack streams
+PREFETCH_ROWS = 12  # runs ahead to prefetch along a long stride
+PREFETCH_MAX_RUN = 256  # longer runs train the hardware prefetcher by themselves
 
 
 def stream_policy(nbytes: int, block: float, strided: bool) -> tuple[bool, bool]:
@@ -43,6 +45,17 @@ def stream_policy(nbytes: int, block: float, strided: bool) -> tuple[bool, bool]
         return False, False
     long_blocks = block >= STREAM_MIN_BLOCK
     return long_blocks, long_blocks or strided
+
+
+def run_prefetch(run: int, stride: int) -> tuple[int, int]:
+    """(runs ahead, bytes of each) to prefetch in a strided layout. Hardware prefetchers lose
+    track of strides of 256 bytes and more: short runs are fetched far ahead; long runs are
+    followed within by the hardware, so only the next run is fetched, whole, to start it warm."""
+    if abs(stride) < 256:
+        return 0, 0
+    if run <= PREFETCH_MAX_RUN:
+        return PREFETCH_ROWS, LINE
+    return 0, 0
 
 
 def block_prefetch(mean_block: float) -> tuple[int, int]:
@@ -67,7 +80,7 @@ class Plan(NamedTuple):
     dims: np.ndarray | None  # [counts, strides] of the outer dims, innermost first
     stream_pack: bool = False  # let the host kernel use non-temporal stores, see stream_policy
     stream_unpack: bool = False
-    prefetch: tuple[int, int] = (0, 0)  # block lists: prefetch (blocks ahead, bytes of each)
+    prefetch: tuple[int, int] = (0, 0)  # runs (blocks) ahead, bytes of each block; see *_prefetch
 
 
 class Packer:
@@ -126,7 +139,8 @@ class Packer:
             return end
         stream = plan.stream_pack if to_packed else plan.stream_unpack
         if plan.kind is StridedBlock:
-            host_kernels.move_strided(user + plan.start, plan.run, plan.dims, packed + position, to_packed, stream)
+            host_kernels.move_strided(user + plan.start, plan.run, plan.dims, packed + position, to_packed, stream,
+                                      *plan.prefetch)
         elif plan.kind is BlockList:
             lay = self.layout
             host_kernels.move_blocks(user, lay.offsets, lay.lengths, plan.dims, packed + position, to_packed, stream,
@@ -148,7 +162,9 @@ class Packer:
             outer = tuple(zip(lay.counts[1:], lay.strides[1:])) + ((count, self.extent),)
             st = _normalize(lay.start, lay.run, outer)
             dims = np.array([[c for c, _ in st.dims], [s for _, s in st.dims]], dtype=np.int64).reshape(2, -1)
-            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *stream_policy(nbytes, st.run, True))
+            stride = st.dims[0][1] if st.dims else 0
+            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *stream_policy(nbytes, st.run, True),
+                        prefetch=run_prefetch(st.run, stride))
         if type(lay) is BlockList:
             dims = np.array([lay.counts + (count,), lay.strides + (self.extent,)], dtype=np.int64)
             mean_block = lay.size / max(lay.nblocks, 1)
