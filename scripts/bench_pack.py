@@ -316,6 +316,24 @@ def render(cases: list[dict], over: dict, console: Console) -> None:
                   f"(target < 3 us; MPI_Pack through mpi4py: {over['mpi_pack_8B_us']:.2f} us)")
 
 
+def markdown(cases: list[dict], over: dict) -> str:
+    """The results as a GitHub markdown table (for the README and issue notes)."""
+    lines = ["| case | MiB | block B | pack GB/s | MPI | x MPI | unpack GB/s | MPI | x MPI | memcpy | bound | read | targets missed |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+    for c in cases:
+        misses = "; ".join(f"{t['target']} ({t['got_gbps']:.2f} < {t['need_gbps']:.2f})"
+                           + (" *out of reach*" if t["out_of_reach"] else "") for t in missed(c)) or "none"
+        lines.append(
+            f"| {c['name']} | {c['bytes'] / MiB:.1f} | {c['block_bytes']} | {c['mpiforge_gbps']:.2f} | {c['mpi_gbps']:.2f} "
+            f"| {c['ratio_vs_mpi']:.2f} | {c['unpack_mpiforge_gbps']:.2f} | {c['unpack_mpi_gbps']:.2f} "
+            f"| {c['unpack_ratio_vs_mpi']:.2f} | {c['memcpy_gbps']:.2f} | {c['bound_gbps']:.2f} | {c['read_gbps']:.2f} | {misses} |")
+    lines.append("")
+    lines.append(f"Translate + canonicalize a 3-level nested type: {over['canonicalize_3level_ms']:.3f} ms; "
+                 f"cached 8-byte pack: {over['cached_pack_8B_us']:.2f} us per call "
+                 f"(MPI_Pack through mpi4py: {over['mpi_pack_8B_us']:.2f} us).")
+    return "\n".join(lines)
+
+
 def plot(cases: list[dict], path: str) -> None:
     import matplotlib
 
@@ -344,8 +362,10 @@ def plot(cases: list[dict], path: str) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON here.")
 @click.option("--plot", "plot_path", is_flag=False, flag_value="bench_pack.png", default=None,
               help="Write a PNG plot (default name bench_pack.png).")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write the table as markdown here.")
 @click.option("--only", default="", help="Run only cases whose name contains this text.")
-def main(quick: bool, reps: int | None, json_path: str | None, plot_path: str | None, only: str) -> None:
+def main(quick: bool, reps: int | None, json_path: str | None, plot_path: str | None, md_path: str | None,
+         only: str) -> None:
     """Measure pack/unpack throughput of mpiforge, MPI_Pack and memcpy on the cases of issue #2."""
     reps = reps or (5 if quick else 11)
     console = Console(width=max(Console().width, 200))
@@ -367,10 +387,15 @@ def main(quick: bool, reps: int | None, json_path: str | None, plot_path: str | 
         "overheads": over,
         "targets": {c["name"]: check_targets(c) for c in results},
         "targets_missed": {c["name"]: missed(c) for c in results if missed(c)},
+        "overhead_targets_met": {"canonicalize_3level_under_1ms": over["canonicalize_3level_ms"] < 1.0,
+                                 "cached_pack_8B_under_3us": over["cached_pack_8B_us"] < 3.0},
     }
     if json_path:
         with open(json_path, "w") as fh:
             json.dump(report, fh, indent=1)
+    if md_path:
+        with open(md_path, "w") as fh:
+            fh.write(markdown(results, over) + "\n")
     if plot_path:
         plot(results, plot_path)
         console.print(f"plot written to {plot_path}")

@@ -15,6 +15,7 @@ from mpi4py import MPI
 
 from ..bindings.ompi_datatype import is_committed
 from . import host_kernels
+from .host_kernels import PACK, STREAM
 from .buffers import HOST_TYPES, host_buffer, is_device
 from .canonical import _normalize, canonicalize
 from .errors import PackError
@@ -81,6 +82,9 @@ class Plan(NamedTuple):
     stream_pack: bool = False  # let the host kernel use non-temporal stores, see stream_policy
     stream_unpack: bool = False
     prefetch: tuple[int, int] = (0, 0)  # runs (blocks) ahead, bytes of each block; see *_prefetch
+    meta: np.ndarray | None = None  # strided: the kernel's layout array, see host_kernels.strided_meta
+    pack_flags: int = 0  # strided: kernel flags for pack / unpack
+    unpack_flags: int = 0
 
 
 class Packer:
@@ -137,12 +141,12 @@ class Packer:
             self.check_bounds(plan, user_len, packed_len, position, to_packed)
         if plan.nbytes == 0:
             return end
-        stream = plan.stream_pack if to_packed else plan.stream_unpack
         if plan.kind is StridedBlock:
-            host_kernels.move_strided(user + plan.start, plan.run, plan.dims, packed + position, to_packed, stream,
-                                      *plan.prefetch)
+            host_kernels.move_strided(user + plan.start, packed + position, plan.meta,
+                                      plan.pack_flags if to_packed else plan.unpack_flags)
         elif plan.kind is BlockList:
             lay = self.layout
+            stream = plan.stream_pack if to_packed else plan.stream_unpack
             host_kernels.move_blocks(user, lay.offsets, lay.lengths, plan.dims, packed + position, to_packed, stream,
                                      *plan.prefetch)
         else:
@@ -163,8 +167,11 @@ class Packer:
             st = _normalize(lay.start, lay.run, outer)
             dims = np.array([[c for c, _ in st.dims], [s for _, s in st.dims]], dtype=np.int64).reshape(2, -1)
             stride = st.dims[0][1] if st.dims else 0
-            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *stream_policy(nbytes, st.run, True),
-                        prefetch=run_prefetch(st.run, stride))
+            streams = stream_policy(nbytes, st.run, True)
+            prefetch = run_prefetch(st.run, stride)
+            meta = host_kernels.strided_meta(st.run, dims[0], dims[1], *prefetch)
+            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *streams, prefetch, meta,
+                        PACK | (STREAM if streams[0] else 0), STREAM if streams[1] else 0)
         if type(lay) is BlockList:
             dims = np.array([lay.counts + (count,), lay.strides + (self.extent,)], dtype=np.int64)
             mean_block = lay.size / max(lay.nblocks, 1)
