@@ -254,12 +254,14 @@ def packer_for(datatype: MPI.Datatype) -> Packer:
 
 def pack(inbuf: Any, count: int, datatype: MPI.Datatype, outbuf: Any, position: int = 0) -> int:
     """MPI_Pack: ``count`` elements of ``datatype`` from ``inbuf`` into ``outbuf``; the new position."""
-    return packer_for(datatype).pack(inbuf, outbuf, position, count)
+    packer = _packers.get(getattr(datatype, "handle", None)) or packer_for(datatype)
+    return packer._move(inbuf, outbuf, position, count, True)
 
 
 def unpack(inbuf: Any, position: int, outbuf: Any, count: int, datatype: MPI.Datatype) -> int:
     """MPI_Unpack: ``count`` elements of ``datatype`` from ``inbuf`` at ``position``; the new position."""
-    return packer_for(datatype).unpack(inbuf, position, outbuf, count)
+    packer = _packers.get(getattr(datatype, "handle", None)) or packer_for(datatype)
+    return packer._move(outbuf, inbuf, position, count, False)
 
 
 def pack_size(count: int, datatype: MPI.Datatype) -> int:
