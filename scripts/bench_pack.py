@@ -236,10 +236,11 @@ def measure(case: Case, reps: int) -> dict:
 def check_targets(c: dict) -> list[dict]:
     """Every target of issue #2 that applies to this case, with what was reached.
 
-    A pack target above ``read_gbps`` (reading the layout's lines alone, no writes) is marked
-    out of reach when that probe is at least as fast as our pack (so the probe is tight):
-    nothing that reads those lines on this machine can meet it. The same holds for an unpack
-    that writes with ordinary stores.
+    A pack target above ``read_gbps`` (reading the layout's needed lines alone, no writes, with
+    the best of a few prefetch distances) is marked out of reach, provided that probe is at
+    least as fast as our pack (so it is tight): nothing that reads those lines here can meet
+    it. The same holds for an unpack that writes with ordinary stores, which must own every
+    line it writes, and owning a line moves it as reading it does.
     """
     # pack reads every line; an unpack with ordinary stores must own every line it writes,
     # which moves it exactly as a read does (only streaming stores skip that)

@@ -18,7 +18,7 @@ from .llvm_ops import memcpy, prefetch, prefetch_write, store_fence, stream64
 _JIT = dict(cache=True, nogil=True, boundscheck=False)
 PREFETCH_CHUNK = 16  # runs whose prefetches are issued together
 TILE = 16384  # bytes gathered in L1 before being streamed out
-DIRECT = 2048  # pack streams runs this long straight to the packed buffer, without the tile
+DIRECT = 1024  # pack streams runs this long straight to the packed buffer, without the tile
 # Streaming a partly written line costs more than it saves, except in long runs where the
 # partial lines at both ends are a small share.
 STREAM_ANY = 2048
