@@ -25,6 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .datatypes import pack, unpack
+from .datatypes.compare import compare_with_mpi
 
 __all__ = [
     "SENTINEL", "Face", "HaloExchange", "Verification", "ExchangeTimes", "FaceThroughput", "cartesian",
@@ -245,7 +246,7 @@ class HaloExchange:
         """Time the engine and MPI_Pack/MPI_Unpack on ``root``'s faces; collective, result on root.
 
         The other ranks wait in a sleeping Ibarrier so that they leave the cores to ``root``.
-        Each sample repeats the call enough times to move about 1 MiB.
+        Unpack is timed with the send slab's type (same shape as the halo's) on a copy of the grid.
         """
         comm = self.comm
         if comm.rank != root:
@@ -253,28 +254,11 @@ class HaloExchange:
             while not request.Test():
                 time.sleep(0.001)
             return []
-        scratch = grid.copy()
         results = []
         for face in self.faces:
-            reps = max(1, (1 << 20) // max(face.nbytes, 1))
-            buf = face.send_buf
-            calls = {
-                "engine_pack": lambda: pack(grid, 1, face.send_type, buf),
-                "mpi_pack": lambda: face.send_type.Pack(grid, buf, 0, MPI.COMM_SELF),
-                "engine_unpack": lambda: unpack(buf, 0, scratch, 1, face.recv_type),
-                "mpi_unpack": lambda: face.recv_type.Unpack(buf, 0, scratch, MPI.COMM_SELF),
-            }
-            medians = {}
-            for key, call in calls.items():
-                call()  # warm-up (first engine call may compile or load a kernel)
-                times = []
-                for _ in range(samples):
-                    t0 = time.perf_counter()
-                    for _ in range(reps):
-                        call()
-                    times.append((time.perf_counter() - t0) / reps)
-                medians[key] = statistics.median(times)
-            results.append(FaceThroughput(face.name, face.nbytes, **medians))
+            c = compare_with_mpi(face.send_type, grid, samples)
+            results.append(FaceThroughput(face.name, face.nbytes, c.engine_pack, c.mpi_pack,
+                                          c.engine_unpack, c.mpi_unpack))
         comm.Ibarrier().Wait()
         return results
 
