@@ -134,8 +134,15 @@ class Packer:
                 from .device import device_move
 
                 return device_move(self, plan, user_obj, packed_obj, position, to_packed)
-        user, user_len = host_buffer(user_obj, not to_packed, "input buffer" if to_packed else "output buffer")
-        packed, packed_len = host_buffer(packed_obj, to_packed, "output buffer" if to_packed else "input buffer")
+        try:
+            ub, pb = MPI.buffer(user_obj), MPI.buffer(packed_obj)
+            if pb.readonly if to_packed else ub.readonly:
+                raise BufferError("read-only")
+        except (TypeError, ValueError, BufferError):  # let host_buffer name the problem
+            host_buffer(user_obj, not to_packed, "input buffer" if to_packed else "output buffer")
+            host_buffer(packed_obj, to_packed, "output buffer" if to_packed else "input buffer")
+            raise
+        user, user_len, packed, packed_len = ub.address, ub.nbytes, pb.address, pb.nbytes
         end = position + plan.nbytes
         if position < 0 or end > packed_len or plan.lo < 0 or plan.hi > user_len:
             self.check_bounds(plan, user_len, packed_len, position, to_packed)
