@@ -21,7 +21,7 @@ TILE = 16384  # bytes gathered in L1 before being streamed out
 DIRECT = 1024  # pack streams runs this long straight to the packed buffer, without the tile
 # Streaming a partly written line costs more than it saves, except in long runs where the
 # partial lines at both ends are a small share.
-STREAM_ANY = 2048
+STREAM_ANY = 1024
 LINE = 64
 
 
