@@ -10,7 +10,8 @@ read every needed line of the layout, with no writes at all (the best of a few s
 prefetch distances); ``check_targets`` uses it to mark targets no kernel can reach here.
 For dense layouts it also reports ``span_read_gbps``, the same probe over every line of the
 layout's span: when it is barely slower than ``read_gbps``, the hardware fetches the gaps too.
-All numbers are medians of repeated, interleaved runs in this one process. Buffers are
+All numbers are medians of repeated, interleaved runs in this one process (the order of the
+operations rotates from one repetition to the next). Buffers are
 64-byte aligned, as HPC allocators give them (posix_memalign, numpy's huge-page arenas).
 
     python scripts/bench_pack.py                 # full run, table on stdout
@@ -208,9 +209,10 @@ def measure(case: Case, reps: int) -> dict:
         samples: dict[str, list[float]] = {k: [] for k in ops}
         for fn in ops.values():
             fn()  # warm-up: first-touch page faults, kernel compilation
-        for _ in range(reps):
-            for name, fn in ops.items():
-                samples[name].append(_median_time(fn, inner))
+        names = list(ops)
+        for rep in range(reps):  # rotate the order, so no operation always follows the same one
+            for name in names[rep % len(names):] + names[:rep % len(names)]:
+                samples[name].append(_median_time(ops[name], inner))
         gbps = {k: size / statistics.median(v) / 1e9 for k, v in samples.items()}
         factor = traffic_factor(packer.layout, user.ctypes.data, size)
         offsets, lengths = packer.layout.blocks()

@@ -16,7 +16,6 @@ from numba import njit
 from .llvm_ops import memcpy, prefetch, prefetch_write, store_fence, stream64
 
 _JIT = dict(cache=True, nogil=True, boundscheck=False)
-PREFETCH_CHUNK = 16  # runs whose prefetches are issued together
 TILE = 16384  # bytes gathered in L1 before being streamed out
 DIRECT = 1024  # pack streams runs this long straight to the packed buffer, without the tile
 # Streaming a partly written line costs more than it saves, except in long runs where the
@@ -91,32 +90,51 @@ def _fixed_rows(dst, dstep, src, sstep, run, count):
 
 
 @njit(**_JIT)
-def _rows(dst, dstep, src, sstep, run, count, ahead, pf_bytes):
-    """Like _fixed_rows; with ``ahead`` != 0, prefetch ``pf_bytes`` of the strided side that far
-    ahead, chunk by chunk."""
-    if ahead == 0:
-        _fixed_rows(dst, dstep, src, sstep, run, count)
-        return
-    to_strided = sstep == run  # unpack: the strided side is written, so fetch its lines owned
-    far, step = (dst + ahead, dstep) if to_strided else (src + ahead, sstep)
-    i = 0
-    while i < count:
-        m = min(PREFETCH_CHUNK, count - i)
-        for j in range(i, i + m):
-            for line in range(0, pf_bytes, LINE):
-                if to_strided:
-                    prefetch_write(far + j * step + line)
-                else:
-                    prefetch(far + j * step + line)
-        _fixed_rows(dst + i * dstep, dstep, src + i * sstep, sstep, run, m)
-        i += m
+def _pf(addr, write):
+    if write:
+        prefetch_write(addr)
+    else:
+        prefetch(addr)
 
 
 @njit(**_JIT)
-def _pack_row(packed, src, stride, run, count, ahead, pf_bytes, tile, stream):
+def _prefetched_rows(dst, dstep, src, sstep, run, count, far, step, write):
+    """_fixed_rows that also prefetches one line per run, at ``far + i * step``."""
+    if run == 8:
+        for i in range(count):
+            _pf(far + i * step, write)
+            memcpy(dst + i * dstep, src + i * sstep, 8)
+    elif run == 16:
+        for i in range(count):
+            _pf(far + i * step, write)
+            memcpy(dst + i * dstep, src + i * sstep, 16)
+    elif run == 32:
+        for i in range(count):
+            _pf(far + i * step, write)
+            memcpy(dst + i * dstep, src + i * sstep, 32)
+    else:
+        for i in range(count):
+            _pf(far + i * step, write)
+            _copy(dst + i * dstep, src + i * sstep, run)
+
+
+@njit(**_JIT)
+def _rows(dst, dstep, src, sstep, run, count, ahead):
+    """Like _fixed_rows; with ``ahead`` != 0, prefetch the strided side that many bytes ahead."""
+    if ahead == 0 or count <= 0:
+        _fixed_rows(dst, dstep, src, sstep, run, count)
+        return
+    if sstep == run:  # unpack: the strided side is written, so fetch its lines owned
+        _prefetched_rows(dst, dstep, src, sstep, run, count, dst + ahead, dstep, True)
+    else:
+        _prefetched_rows(dst, dstep, src, sstep, run, count, src + ahead, sstep, False)
+
+
+@njit(**_JIT)
+def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
     """Gather one row of ``count`` runs into the packed stream; return the new packed address."""
     if not stream:
-        _rows(packed, run, src, stride, run, count, ahead, pf_bytes)
+        _rows(packed, run, src, stride, run, count, ahead)
     elif run >= DIRECT or ((packed | run) & (LINE - 1)) == 0:
         for i in range(count):  # long runs, or runs that keep the packed side line-aligned
             _stream(packed + i * run, src + i * stride, run)
@@ -125,7 +143,7 @@ def _pack_row(packed, src, stride, run, count, ahead, pf_bytes, tile, stream):
         i = 0
         while i < count:
             m = min(per_tile, count - i)
-            _rows(tile, run, src + i * stride, stride, run, m, ahead, pf_bytes)
+            _rows(tile, run, src + i * stride, stride, run, m, ahead)
             _stream(packed + i * run, tile, m * run)
             i += m
     return packed + count * run
@@ -141,7 +159,7 @@ def _put(dst, src, n):
 
 
 @njit(**_JIT)
-def _unpack_row(dst, stride, packed, run, count, ahead, pf_bytes, stream):
+def _unpack_row(dst, stride, packed, run, count, ahead, stream):
     """Scatter one row of ``count`` runs from the packed stream; return the new packed address."""
     if stream and ((dst | stride | run) & (LINE - 1)) == 0:
         for i in range(count):  # every run covers whole lines: stream them all
@@ -153,16 +171,16 @@ def _unpack_row(dst, stride, packed, run, count, ahead, pf_bytes, stream):
         for i in range(count):
             _put(dst + i * stride, packed + i * run, run)
     else:
-        _rows(dst, stride, packed, run, run, count, ahead, pf_bytes)
+        _rows(dst, stride, packed, run, run, count, ahead)
     return packed + count * run
 
 
 PACK, STREAM = 1, 2  # flags of move_strided
 
 
-def strided_meta(run: int, counts, strides, ahead_rows: int, pf_bytes: int) -> np.ndarray:
+def strided_meta(run: int, counts, strides, ahead_rows: int) -> np.ndarray:
     """The one int64 array move_strided reads its layout from (fewer arguments, faster calls)."""
-    return np.array([run, ahead_rows, pf_bytes, len(counts), *counts, *strides], dtype=np.int64)
+    return np.array([run, ahead_rows, len(counts), *counts, *strides], dtype=np.int64)
 
 
 @njit(**_JIT)
@@ -170,12 +188,12 @@ def move_strided(user, packed, meta, flags):
     """Strided block at address ``user``: runs of ``run`` bytes over outer dims (innermost first).
 
     ``meta`` is ``strided_meta(...)``; ``flags`` holds PACK (else unpack) and STREAM (may use
-    non-temporal stores). With ``ahead_rows`` > 0 the first ``pf_bytes`` of the run that many
-    runs ahead are prefetched.
+    non-temporal stores). With ``ahead_rows`` > 0 the first line of the run that many runs ahead
+    is prefetched.
     """
-    run, ahead_rows, pf_bytes, ndim = meta[0], meta[1], meta[2], meta[3]
-    counts = meta[4:4 + ndim]
-    strides = meta[4 + ndim:4 + 2 * ndim]
+    run, ahead_rows, ndim = meta[0], meta[1], meta[2]
+    counts = meta[3:3 + ndim]
+    strides = meta[3 + ndim:3 + 2 * ndim]
     to_packed = (flags & PACK) != 0
     stream = (flags & STREAM) != 0
     if ndim == 0:
@@ -195,9 +213,9 @@ def move_strided(user, packed, meta, flags):
     base = user
     for _ in range(rows):
         if to_packed:
-            packed = _pack_row(packed, base, s0, run, c0, ahead, pf_bytes, tile.ctypes.data, stream)
+            packed = _pack_row(packed, base, s0, run, c0, ahead, tile.ctypes.data, stream)
         else:
-            packed = _unpack_row(base, s0, packed, run, c0, ahead, pf_bytes, stream)
+            packed = _unpack_row(base, s0, packed, run, c0, ahead, stream)
         d = 1
         while d < ndim:
             idx[d] += 1

@@ -48,15 +48,10 @@ def stream_policy(nbytes: int, block: float, strided: bool) -> tuple[bool, bool]
     return long_blocks, long_blocks or strided
 
 
-def run_prefetch(run: int, stride: int) -> tuple[int, int]:
-    """(runs ahead, bytes of each) to prefetch in a strided layout. Hardware prefetchers lose
-    track of strides of 256 bytes and more: short runs are fetched far ahead; long runs are
-    followed within by the hardware, so only the next run is fetched, whole, to start it warm."""
-    if abs(stride) < 256:
-        return 0, 0
-    if run <= PREFETCH_MAX_RUN:
-        return PREFETCH_ROWS, LINE
-    return 0, 0
+def run_prefetch(run: int, stride: int) -> int:
+    """Runs ahead to prefetch in a strided layout: hardware prefetchers lose track of strides of
+    256 bytes and more, but follow long runs by themselves."""
+    return PREFETCH_ROWS if abs(stride) >= 256 and run <= PREFETCH_MAX_RUN else 0
 
 
 def block_prefetch(mean_block: float) -> tuple[int, int]:
@@ -175,9 +170,9 @@ class Packer:
             dims = np.array([[c for c, _ in st.dims], [s for _, s in st.dims]], dtype=np.int64).reshape(2, -1)
             stride = st.dims[0][1] if st.dims else 0
             streams = stream_policy(nbytes, st.run, True)
-            prefetch = run_prefetch(st.run, stride)
-            meta = host_kernels.strided_meta(st.run, dims[0], dims[1], *prefetch)
-            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *streams, prefetch, meta,
+            ahead = run_prefetch(st.run, stride)
+            meta = host_kernels.strided_meta(st.run, dims[0], dims[1], ahead)
+            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *streams, (ahead, LINE), meta,
                         PACK | (STREAM if streams[0] else 0), STREAM if streams[1] else 0)
         if type(lay) is BlockList:
             dims = np.array([lay.counts + (count,), lay.strides + (self.extent,)], dtype=np.int64)
