@@ -273,33 +273,38 @@ def missed(c: dict) -> list[dict]:
     return [t for t in check_targets(c) if not t["met"]]
 
 
-def overheads(reps: int) -> dict:
-    """Translate+canonicalize time of a 3-level nested type; per-call cost of a cached 8-byte pack."""
-    rec = MPI.Datatype.Create_struct([1, 3, 1], [0, 8, 32], [MPI.INT, MPI.DOUBLE, MPI.FLOAT]).Create_resized(0, 40)
-    nested = rec.Create_vector(4, 2, 3).Create_subarray([5, 6], [2, 3], [1, 2]).Commit()
-    times = []
-    for _ in range(max(reps, 5) * 20):
-        t = time.perf_counter()
-        canonicalize(translate(nested), nested.extent)
-        times.append(time.perf_counter() - t)
-    small = MPI.INT.Create_vector(2, 1, 2).Commit()  # 8 bytes, two 4-byte blocks
-    src, out = np.arange(4, dtype=np.int32), np.zeros(8, np.uint8)
-    packer_for(small).pack(src, out)
-    calls = 20000
+class Overheads:
+    """Per-call costs: translate+canonicalize a 3-level nested type, and a cached 8-byte pack
+    (with MPI_Pack's beside it). ``sample()`` is called at several points of the run, so that a
+    passing slow phase of a shared machine weighs as one sample of many, for both alike."""
 
-    def per_call(fn) -> float:
-        return statistics.median(_median_time(fn, calls) for _ in range(max(reps, 5))) * 1e6
+    def __init__(self) -> None:
+        from mpiforge.datatypes import pack
 
-    from mpiforge.datatypes import pack
+        rec = MPI.Datatype.Create_struct([1, 3, 1], [0, 8, 32], [MPI.INT, MPI.DOUBLE, MPI.FLOAT]).Create_resized(0, 40)
+        self.nested = rec.Create_vector(4, 2, 3).Create_subarray([5, 6], [2, 3], [1, 2]).Commit()
+        rec.Free()
+        self.small = MPI.INT.Create_vector(2, 1, 2).Commit()  # 8 bytes, two 4-byte blocks
+        src, out = np.arange(4, dtype=np.int32), np.zeros(8, np.uint8)
+        packer_for(self.small).pack(src, out)
+        self.calls = {
+            "cached_pack_8B_us": lambda: pack(src, 1, self.small, out),
+            "mpi_pack_8B_us": lambda: self.small.Pack(src[:3], out, 0, MPI.COMM_SELF),
+        }
+        self.samples: dict[str, list[float]] = {"canonicalize_3level_ms": [], **{k: [] for k in self.calls}}
 
-    result = {
-        "canonicalize_3level_ms": statistics.median(times) * 1e3,
-        "cached_pack_8B_us": per_call(lambda: pack(src, 1, small, out)),
-        "mpi_pack_8B_us": per_call(lambda: small.Pack(src[:3], out, 0, MPI.COMM_SELF)),
-    }
-    nested.Free()
-    small.Free()
-    return result
+    def sample(self) -> None:
+        for _ in range(20):
+            t = time.perf_counter()
+            canonicalize(translate(self.nested), self.nested.extent)
+            self.samples["canonicalize_3level_ms"].append((time.perf_counter() - t) * 1e3)
+        for key, call in self.calls.items():
+            self.samples[key].append(_median_time(call, 20000) * 1e6)
+
+    def result(self) -> dict:
+        self.nested.Free()
+        self.small.Free()
+        return {key: statistics.median(v) for key, v in self.samples.items()}
 
 
 def render(cases: list[dict], over: dict, console: Console) -> None:
@@ -383,12 +388,16 @@ def main(quick: bool, reps: int | None, json_path: str | None, plot_path: str | 
     results = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("per-call overheads", total=len(chosen) + 1)
-        over = overheads(reps)  # first, before the large cases leave the heap and caches churned
+        probe = Overheads()
+        for _ in range(max(3, reps // 4)):
+            probe.sample()
         progress.advance(task)
         for case in chosen:
             progress.update(task, description=case.name)
             results.append(measure(case, reps))
+            probe.sample()
             progress.advance(task)
+        over = probe.result()
     render(results, over, console)
     report = {
         "machine": {"python": platform.python_version(), "mpi": MPI.Get_library_version().split("\n")[0].strip("\0"),

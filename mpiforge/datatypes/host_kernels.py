@@ -89,7 +89,7 @@ def _fixed_rows(dst, dstep, src, sstep, run, count):
             _copy(dst + i * dstep, src + i * sstep, run)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _pf(addr, write):
     if write:
         prefetch_write(addr)
