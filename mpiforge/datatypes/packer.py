@@ -26,6 +26,7 @@ __all__ = ["Packer", "packer_for", "pack", "unpack", "pack_size"]
 
 log = logging.getLogger(__name__)
 LINE = 64
+_buffer = MPI.buffer  # reads any buffer-protocol or DLPack object, fast
 # Transfers at least this large bypass the caches with non-temporal stores (the data would not
 # fit in L2 anyway, and streaming avoids reading every destination line before writing it).
 STREAM_MIN_BYTES = int(os.environ.get("MPIFORGE_STREAM_BYTES", 4 << 20))
@@ -130,7 +131,7 @@ class Packer:
 
                 return device_move(self, plan, user_obj, packed_obj, position, to_packed)
         try:
-            ub, pb = MPI.buffer(user_obj), MPI.buffer(packed_obj)
+            ub, pb = _buffer(user_obj), _buffer(packed_obj)
             if pb.readonly if to_packed else ub.readonly:
                 raise BufferError("read-only")
         except (TypeError, ValueError, BufferError):  # let host_buffer name the problem
