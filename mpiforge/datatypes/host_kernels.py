@@ -208,6 +208,12 @@ def move_strided(user, packed, meta, flags):
     for d in range(1, ndim):
         rows *= counts[d]
     ahead = ahead_rows * s0 if c0 > ahead_rows else 0
+    if not stream and rows == 1:  # the common small case: one row, nothing to allocate
+        if to_packed:
+            _rows(packed, run, user, s0, run, c0, ahead)
+        else:
+            _rows(user, s0, packed, run, run, c0, ahead)
+        return
     tile = np.empty(TILE if stream else 0, np.uint8)
     idx = np.zeros(ndim, np.int64)
     base = user

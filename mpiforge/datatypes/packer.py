@@ -124,7 +124,7 @@ class Packer:
         return plan
 
     def _move(self, user_obj: Any, packed_obj: Any, position: int, count: int, to_packed: bool) -> int:
-        plan = self._plans.get(count) or self.plan(count)
+        plan = self._plans.get(count) or self.plan(count)  # a tuple: unpacked once below, for speed
         if type(user_obj) not in HOST_TYPES or type(packed_obj) not in HOST_TYPES:
             if is_device(user_obj) or is_device(packed_obj):
                 from .device import device_move
@@ -139,19 +139,18 @@ class Packer:
             host_buffer(packed_obj, to_packed, "output buffer" if to_packed else "input buffer")
             raise
         user, user_len, packed, packed_len = ub.address, ub.nbytes, pb.address, pb.nbytes
-        end = position + plan.nbytes
-        if position < 0 or end > packed_len or plan.lo < 0 or plan.hi > user_len:
+        kind, nbytes, lo, hi, start, _, dims, stream_pack, stream_unpack, prefetch, meta, f_pack, f_unpack = plan
+        end = position + nbytes
+        if position < 0 or end > packed_len or lo < 0 or hi > user_len:
             self.check_bounds(plan, user_len, packed_len, position, to_packed)
-        if plan.nbytes == 0:
+        if nbytes == 0:
             return end
-        if plan.kind is StridedBlock:
-            host_kernels.move_strided(user + plan.start, packed + position, plan.meta,
-                                      plan.pack_flags if to_packed else plan.unpack_flags)
-        elif plan.kind is BlockList:
+        if kind is StridedBlock:
+            host_kernels.move_strided(user + start, packed + position, meta, f_pack if to_packed else f_unpack)
+        elif kind is BlockList:
             lay = self.layout
-            stream = plan.stream_pack if to_packed else plan.stream_unpack
-            host_kernels.move_blocks(user, lay.offsets, lay.lengths, plan.dims, packed + position, to_packed, stream,
-                                     *plan.prefetch)
+            host_kernels.move_blocks(user, lay.offsets, lay.lengths, dims, packed + position, to_packed,
+                                     stream_pack if to_packed else stream_unpack, *prefetch)
         else:
             self._mpi_move(user, packed + position, plan, to_packed)
         return end
