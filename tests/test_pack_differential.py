@@ -154,13 +154,13 @@ def test_mpi_fallback_matches_mpi(recipe, count, position, seed) -> None:
 # ---------------------------------------------------------------- streaming (non-temporal) kernels
 
 def _force_streaming():
-    """Patch every ``STREAM_MIN_*`` threshold of the packer to 0: the streaming paths (L1 tile,
-    direct streams, aligned lines), which start at 4 MiB by default, then run at every size."""
-    from mpiforge.datatypes import packer as packer_module
+    """Patch every ``STREAM_MIN_*`` threshold of the tuning rules to 0: the streaming paths (L1
+    tile, direct streams, aligned lines), which start at 4 MiB by default, then run at every size."""
+    from mpiforge.datatypes import tuning
 
-    thresholds = {name: 0 for name in vars(packer_module) if name.startswith("STREAM_MIN")}
-    assert "STREAM_MIN_BYTES" in thresholds, "the packer's streaming threshold moved: update this test"
-    return mock.patch.multiple(packer_module, **thresholds)
+    thresholds = {name: 0 for name in vars(tuning) if name.startswith("STREAM_MIN")}
+    assert "STREAM_MIN_BYTES" in thresholds, "the streaming threshold moved: update this test"
+    return mock.patch.multiple(tuning, **thresholds)
 
 
 @settings(RANDOM, max_examples=45)

@@ -7,7 +7,6 @@ kernel. Layouts the engine cannot express are handed to MPI's own Pack.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,48 +20,12 @@ from .canonical import _normalize, canonicalize
 from .errors import PackError
 from .ir import BlockList, Layout, StridedBlock
 from .translate import UnsupportedDatatype, translate
+from .tuning import LINE, block_prefetch, run_prefetch, stream_policy
 
 __all__ = ["Packer", "packer_for", "pack", "unpack", "pack_size"]
 
 log = logging.getLogger(__name__)
-LINE = 64
 _buffer = MPI.buffer  # reads any buffer-protocol or DLPack object, fast
-# Transfers at least this large bypass the caches with non-temporal stores (the data would not
-# fit in L2 anyway, and streaming avoids reading every destination line before writing it).
-STREAM_MIN_BYTES = int(os.environ.get("MPIFORGE_STREAM_BYTES", 4 << 20))
-STREAM_MIN_BLOCK = 256  # run (mean block) length from which pack streams
-PREFETCH_ROWS = 12  # runs ahead to prefetch along a long stride
-PREFETCH_MAX_RUN = 256  # longer runs train the hardware prefetcher by themselves
-
-
-def stream_policy(nbytes: int, block: float, strided: bool) -> tuple[bool, bool]:
-    """(pack, unpack) may stream? Only transfers beyond L2 size, and only with long enough blocks.
-
-    Measured on Sapphire Rapids: streaming speeds pack up for runs of a few hundred bytes and
-    more, and slows it down for short runs, where gathering through the tile costs more than
-    the saved reads for ownership. A strided unpack may always stream: the kernel streams only
-    the runs that cover whole lines.
-    """
-    if nbytes < STREAM_MIN_BYTES:
-        return False, False
-    long_blocks = block >= STREAM_MIN_BLOCK
-    return long_blocks, long_blocks or strided
-
-
-def run_prefetch(run: int, stride: int) -> int:
-    """Runs ahead to prefetch in a strided layout: hardware prefetchers lose track of strides of
-    256 bytes and more, but follow long runs by themselves."""
-    return PREFETCH_ROWS if abs(stride) >= 256 and run <= PREFETCH_MAX_RUN else 0
-
-
-def block_prefetch(mean_block: float) -> tuple[int, int]:
-    """(blocks ahead, bytes) to prefetch in block lists: far ahead for small blocks, the head of
-    medium ones, nothing for long blocks that the hardware prefetcher follows by itself."""
-    if mean_block < 256:
-        return 16, LINE
-    if mean_block < 2048:
-        return 4, 1024
-    return 2, 256
 
 
 class Plan(NamedTuple):
