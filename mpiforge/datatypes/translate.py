@@ -146,7 +146,7 @@ def _suffix_products(sizes: list[int]) -> list[int]:
 
 
 def _darray(child: Node, ext: int, ints: list[int]) -> Node:
-    size, rank, nd = ints[0], ints[1], ints[2]
+    rank, nd = ints[1], ints[2]  # ints[0] is the process count; psizes say the same
     gsizes = ints[3:3 + nd]
     distribs = ints[3 + nd:3 + 2 * nd]
     dargs = ints[3 + 2 * nd:3 + 3 * nd]
