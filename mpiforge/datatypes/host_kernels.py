@@ -236,11 +236,12 @@ def move_strided(user, packed, meta, flags):
 
 
 @njit(**_JIT)
-def move_blocks(user, offsets, lengths, dims, packed, to_packed, stream, ahead, pf_bytes):
+def move_blocks(user, offsets, lengths, dims, packed, to_packed, stream, ahead, pf_bytes, direct):
     """Block list (typemap order) at address ``user``, repeated over outer ``dims`` = [counts, strides].
 
     Irregular block starts defeat the hardware prefetcher: while moving block b, the first
-    ``pf_bytes`` of block b + ``ahead`` are prefetched (``ahead`` 0: no prefetch).
+    ``pf_bytes`` of block b + ``ahead`` are prefetched (``ahead`` 0: no prefetch). A streaming
+    pack sends blocks of ``direct`` bytes or more straight out, and gathers the others in the tile.
     """
     counts = dims[0]
     strides = dims[1]
@@ -275,10 +276,10 @@ def move_blocks(user, offsets, lengths, dims, packed, to_packed, stream, ahead, 
                         _copy(where, packed, n)
                 elif not to_packed:
                     _put(where, packed, n)
-                elif used + n > TILE or n >= DIRECT:
+                elif used + n > TILE or n >= direct:
                     _stream(packed - used, tile, used)  # flush the tile, then this block
                     used = 0
-                    if n >= DIRECT:
+                    if n >= direct:
                         _stream(packed, where, n)
                     else:
                         _copy(tile, where, n)

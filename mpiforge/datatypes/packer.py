@@ -20,7 +20,7 @@ from .canonical import _normalize, canonicalize
 from .errors import PackError
 from .ir import BlockList, Layout, StridedBlock
 from .translate import UnsupportedDatatype, translate
-from .tuning import LINE, block_prefetch, run_prefetch, stream_policy
+from .tuning import BLOCK_DIRECT, LINE, block_prefetch, run_prefetch, stream_policy
 
 __all__ = ["Packer", "packer_for", "pack", "unpack", "pack_size"]
 
@@ -113,7 +113,7 @@ class Packer:
         elif kind is BlockList:
             lay = self.layout
             host_kernels.move_blocks(user, lay.offsets, lay.lengths, dims, packed + position, to_packed,
-                                     stream_pack if to_packed else stream_unpack, *prefetch)
+                                     stream_pack if to_packed else stream_unpack, *prefetch, BLOCK_DIRECT)
         else:
             self._mpi_move(user, packed + position, plan, to_packed)
         return end

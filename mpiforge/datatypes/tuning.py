@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["LINE", "stream_policy", "run_prefetch", "block_prefetch"]
+__all__ = ["LINE", "BLOCK_DIRECT", "stream_policy", "run_prefetch", "block_prefetch"]
 
 LINE = 64  # cache line bytes
 # Transfers at least this large bypass the caches with non-temporal stores (the data would not
 # fit in L2 anyway, and streaming avoids reading every destination line before writing it).
 STREAM_MIN_BYTES = int(os.environ.get("MPIFORGE_STREAM_BYTES", 4 << 20))
 STREAM_MIN_BLOCK = 256  # run (mean block) length from which pack streams
+STREAM_MIN_UNPACK_BLOCK = 2048  # mean block length from which unpack of a block list streams
+BLOCK_DIRECT = 2048  # a streaming pack of a block list gathers shorter blocks in the L1 tile
 PREFETCH_ROWS = 12  # runs ahead to prefetch along a long stride
 PREFETCH_MAX_RUN = 256  # longer runs train the hardware prefetcher by themselves
 
@@ -24,12 +26,12 @@ def stream_policy(nbytes: int, block: float, strided: bool) -> tuple[bool, bool]
     Measured on Sapphire Rapids: streaming speeds pack up for runs of a few hundred bytes and
     more, and slows it down for short runs, where gathering through the tile costs more than
     the saved reads for ownership. A strided unpack may always stream: the kernel streams only
-    the runs that cover whole lines.
+    the runs that cover whole lines. Unpacking a block list of irregular kilobyte blocks is
+    faster with ordinary stores (1.5x MPI against 1.25x streamed); from 2 KiB blocks, streamed.
     """
     if nbytes < STREAM_MIN_BYTES:
         return False, False
-    long_blocks = block >= STREAM_MIN_BLOCK
-    return long_blocks, long_blocks or strided
+    return block >= STREAM_MIN_BLOCK, strided or block >= STREAM_MIN_UNPACK_BLOCK
 
 
 def run_prefetch(run: int, stride: int) -> int:
@@ -40,9 +42,9 @@ def run_prefetch(run: int, stride: int) -> int:
 
 def block_prefetch(mean_block: float) -> tuple[int, int]:
     """(blocks ahead, bytes) to prefetch in block lists: the first line far ahead for small
-    blocks, the head of medium ones a few blocks ahead, the first lines of the next long ones."""
+    blocks, the first kilobyte of medium ones 4 blocks ahead, of long ones 2 blocks ahead."""
     if mean_block < 256:
         return 16, LINE
     if mean_block < 2048:
         return 4, 1024
-    return 2, 256
+    return 2, 1024
