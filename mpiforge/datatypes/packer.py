@@ -40,7 +40,7 @@ class Plan(NamedTuple):
     dims: np.ndarray | None  # [counts, strides] of the outer dims, innermost first
     stream_pack: bool = False  # let the host kernel use non-temporal stores, see stream_policy
     stream_unpack: bool = False
-    prefetch: tuple[int, int] = (0, 0)  # runs (blocks) ahead, bytes of each block; see *_prefetch
+    prefetch: tuple = ((0, 0), (0, 0))  # block lists, (pack, unpack): (blocks ahead, bytes of each)
     meta: np.ndarray | None = None  # strided: the kernel's layout array, see host_kernels.strided_meta
     pack_flags: int = 0  # strided: kernel flags for pack / unpack
     unpack_flags: int = 0
@@ -113,7 +113,8 @@ class Packer:
         elif kind is BlockList:
             lay = self.layout
             host_kernels.move_blocks(user, lay.offsets, lay.lengths, dims, packed + position, to_packed,
-                                     stream_pack if to_packed else stream_unpack, *prefetch, BLOCK_DIRECT)
+                                     stream_pack if to_packed else stream_unpack, *prefetch[not to_packed],
+                                     BLOCK_DIRECT)
         else:
             self._mpi_move(user, packed + position, plan, to_packed)
         return end
@@ -135,13 +136,13 @@ class Packer:
             streams = stream_policy(nbytes, st.run, True)
             ahead = run_prefetch(st.run, stride)
             meta = host_kernels.strided_meta(st.run, dims[0], dims[1], ahead)
-            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *streams, (ahead, LINE), meta,
+            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *streams, ((ahead, LINE),) * 2, meta,
                         PACK | (STREAM if streams[0] else 0), STREAM if streams[1] else 0)
         if type(lay) is BlockList:
             dims = np.array([lay.counts + (count,), lay.strides + (self.extent,)], dtype=np.int64)
             mean_block = lay.size / max(lay.nblocks, 1)
             return Plan(BlockList, nbytes, lo, hi, 0, 0, dims, *stream_policy(nbytes, mean_block, False),
-                        prefetch=block_prefetch(mean_block))
+                        prefetch=(block_prefetch(mean_block, True), block_prefetch(mean_block, False)))
         return Plan(None, nbytes, lo, hi, 0, 0, None)
 
     def check_bounds(self, plan: Plan, user_len: int, packed_len: int, position: int, to_packed: bool) -> None:

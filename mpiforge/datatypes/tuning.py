@@ -40,11 +40,12 @@ def run_prefetch(run: int, stride: int) -> int:
     return PREFETCH_ROWS if abs(stride) >= 256 and run <= PREFETCH_MAX_RUN else 0
 
 
-def block_prefetch(mean_block: float) -> tuple[int, int]:
+def block_prefetch(mean_block: float, to_packed: bool) -> tuple[int, int]:
     """(blocks ahead, bytes) to prefetch in block lists: the first line far ahead for small
-    blocks, the first kilobyte of medium ones 4 blocks ahead, of long ones 2 blocks ahead."""
+    blocks, the first kilobyte of medium ones 4 blocks ahead; long blocks differ by direction
+    (pack: the first kilobyte 2 blocks ahead; unpack, streamed: the first line 8 blocks ahead)."""
     if mean_block < 256:
         return 16, LINE
     if mean_block < 2048:
         return 4, 1024
-    return 2, 1024
+    return (2, 1024) if to_packed else (8, LINE)
