@@ -67,74 +67,74 @@ def _stream(dst, src, n):
 
 
 @njit(**_JIT)
-def _fixed_rows(dst, dstep, src, sstep, run, count):
-    """``count`` runs of ``run`` bytes; each common small size gets a loop of constant-size moves."""
+def _gather(dst, src, sstep, run, count, ahead):
+    """Pack ``count`` runs of ``run`` bytes, ``sstep`` apart at ``src``, back to back at ``dst``.
+
+    Common small runs get loops of constant-size moves with constant packed steps (the
+    compiler schedules those best); ``ahead`` > 0 prefetches the source that many bytes ahead.
+    """
     if run == 8:
         for i in range(count):
-            memcpy(dst + i * dstep, src + i * sstep, 8)
+            if ahead:
+                prefetch(src + i * sstep + ahead)
+            memcpy(dst + i * 8, src + i * sstep, 8)
     elif run == 16:
         for i in range(count):
-            memcpy(dst + i * dstep, src + i * sstep, 16)
+            if ahead:
+                prefetch(src + i * sstep + ahead)
+            memcpy(dst + i * 16, src + i * sstep, 16)
     elif run == 32:
         for i in range(count):
-            memcpy(dst + i * dstep, src + i * sstep, 32)
-    elif run == 4:
-        for i in range(count):
-            memcpy(dst + i * dstep, src + i * sstep, 4)
+            if ahead:
+                prefetch(src + i * sstep + ahead)
+            memcpy(dst + i * 32, src + i * sstep, 32)
     elif run == 64:
         for i in range(count):
-            memcpy(dst + i * dstep, src + i * sstep, 64)
+            if ahead:
+                prefetch(src + i * sstep + ahead)
+            memcpy(dst + i * 64, src + i * sstep, 64)
     else:
         for i in range(count):
-            _copy(dst + i * dstep, src + i * sstep, run)
-
-
-@njit(inline="always", **_JIT)
-def _pf(addr, write):
-    if write:
-        prefetch_write(addr)
-    else:
-        prefetch(addr)
+            if ahead:
+                prefetch(src + i * sstep + ahead)
+            _copy(dst + i * run, src + i * sstep, run)
 
 
 @njit(**_JIT)
-def _prefetched_rows(dst, dstep, src, sstep, run, count, far, step, write):
-    """_fixed_rows that also prefetches one line per run, at ``far + i * step``."""
+def _scatter(dst, dstep, src, run, count, ahead):
+    """Unpack: the mirror of _gather; ``ahead`` > 0 fetches destination lines owned, ahead."""
     if run == 8:
         for i in range(count):
-            _pf(far + i * step, write)
-            memcpy(dst + i * dstep, src + i * sstep, 8)
+            if ahead:
+                prefetch_write(dst + i * dstep + ahead)
+            memcpy(dst + i * dstep, src + i * 8, 8)
     elif run == 16:
         for i in range(count):
-            _pf(far + i * step, write)
-            memcpy(dst + i * dstep, src + i * sstep, 16)
+            if ahead:
+                prefetch_write(dst + i * dstep + ahead)
+            memcpy(dst + i * dstep, src + i * 16, 16)
     elif run == 32:
         for i in range(count):
-            _pf(far + i * step, write)
-            memcpy(dst + i * dstep, src + i * sstep, 32)
+            if ahead:
+                prefetch_write(dst + i * dstep + ahead)
+            memcpy(dst + i * dstep, src + i * 32, 32)
+    elif run == 64:
+        for i in range(count):
+            if ahead:
+                prefetch_write(dst + i * dstep + ahead)
+            memcpy(dst + i * dstep, src + i * 64, 64)
     else:
         for i in range(count):
-            _pf(far + i * step, write)
-            _copy(dst + i * dstep, src + i * sstep, run)
-
-
-@njit(**_JIT)
-def _rows(dst, dstep, src, sstep, run, count, ahead):
-    """Like _fixed_rows; with ``ahead`` != 0, prefetch the strided side that many bytes ahead."""
-    if ahead == 0 or count <= 0:
-        _fixed_rows(dst, dstep, src, sstep, run, count)
-        return
-    if sstep == run:  # unpack: the strided side is written, so fetch its lines owned
-        _prefetched_rows(dst, dstep, src, sstep, run, count, dst + ahead, dstep, True)
-    else:
-        _prefetched_rows(dst, dstep, src, sstep, run, count, src + ahead, sstep, False)
+            if ahead:
+                prefetch_write(dst + i * dstep + ahead)
+            _copy(dst + i * dstep, src + i * run, run)
 
 
 @njit(**_JIT)
 def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
     """Gather one row of ``count`` runs into the packed stream; return the new packed address."""
     if not stream:
-        _rows(packed, run, src, stride, run, count, ahead)
+        _gather(packed, src, stride, run, count, ahead)
     elif run >= DIRECT or ((packed | run) & (LINE - 1)) == 0:
         for i in range(count):  # long runs, or runs that keep the packed side line-aligned
             _stream(packed + i * run, src + i * stride, run)
@@ -143,7 +143,7 @@ def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
         i = 0
         while i < count:
             m = min(per_tile, count - i)
-            _rows(tile, run, src + i * stride, stride, run, m, ahead)
+            _gather(tile, src + i * stride, stride, run, m, ahead)
             _stream(packed + i * run, tile, m * run)
             i += m
     return packed + count * run
@@ -171,7 +171,7 @@ def _unpack_row(dst, stride, packed, run, count, ahead, stream):
         for i in range(count):
             _put(dst + i * stride, packed + i * run, run)
     else:
-        _rows(dst, stride, packed, run, run, count, ahead)
+        _scatter(dst, stride, packed, run, count, ahead)
     return packed + count * run
 
 
@@ -210,9 +210,9 @@ def move_strided(user, packed, meta, flags):
     ahead = ahead_rows * s0 if c0 > ahead_rows else 0
     if not stream and rows == 1:  # the common small case: one row, nothing to allocate
         if to_packed:
-            _rows(packed, run, user, s0, run, c0, ahead)
+            _gather(packed, user, s0, run, c0, ahead)
         else:
-            _rows(user, s0, packed, run, run, c0, ahead)
+            _scatter(user, s0, packed, run, c0, ahead)
         return
     tile = np.empty(TILE if stream else 0, np.uint8)
     idx = np.zeros(ndim, np.int64)
