@@ -67,11 +67,12 @@ def _stream(dst, src, n):
 
 
 @njit(**_JIT)
-def _gather(dst, src, sstep, run, count, ahead):
+def _gather(dst, src, sstep, run, count, ahead, pf_bytes):
     """Pack ``count`` runs of ``run`` bytes, ``sstep`` apart at ``src``, back to back at ``dst``.
 
     Common small runs get loops of constant-size moves with constant packed steps (the
-    compiler schedules those best); ``ahead`` > 0 prefetches the source that many bytes ahead.
+    compiler schedules those best); ``ahead`` > 0 prefetches the source that many bytes ahead
+    (``pf_bytes`` of it for long runs, one line for short ones).
     """
     if run == 8:
         for i in range(count):
@@ -96,12 +97,13 @@ def _gather(dst, src, sstep, run, count, ahead):
     else:
         for i in range(count):
             if ahead:
-                prefetch(src + i * sstep + ahead)
+                for line in range(0, pf_bytes, LINE):
+                    prefetch(src + i * sstep + ahead + line)
             _copy(dst + i * run, src + i * sstep, run)
 
 
 @njit(**_JIT)
-def _scatter(dst, dstep, src, run, count, ahead):
+def _scatter(dst, dstep, src, run, count, ahead, pf_bytes):
     """Unpack: the mirror of _gather; ``ahead`` > 0 fetches destination lines owned, ahead."""
     if run == 8:
         for i in range(count):
@@ -126,15 +128,16 @@ def _scatter(dst, dstep, src, run, count, ahead):
     else:
         for i in range(count):
             if ahead:
-                prefetch_write(dst + i * dstep + ahead)
+                for line in range(0, pf_bytes, LINE):
+                    prefetch_write(dst + i * dstep + ahead + line)
             _copy(dst + i * dstep, src + i * run, run)
 
 
 @njit(**_JIT)
-def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
+def _pack_row(packed, src, stride, run, count, ahead, pf_bytes, tile, stream):
     """Gather one row of ``count`` runs into the packed stream; return the new packed address."""
     if not stream:
-        _gather(packed, src, stride, run, count, ahead)
+        _gather(packed, src, stride, run, count, ahead, pf_bytes)
     elif run >= DIRECT or ((packed | run) & (LINE - 1)) == 0:
         for i in range(count):  # long runs, or runs that keep the packed side line-aligned
             _stream(packed + i * run, src + i * stride, run)
@@ -143,7 +146,7 @@ def _pack_row(packed, src, stride, run, count, ahead, tile, stream):
         i = 0
         while i < count:
             m = min(per_tile, count - i)
-            _gather(tile, src + i * stride, stride, run, m, ahead)
+            _gather(tile, src + i * stride, stride, run, m, ahead, pf_bytes)
             _stream(packed + i * run, tile, m * run)
             i += m
     return packed + count * run
@@ -159,7 +162,7 @@ def _put(dst, src, n):
 
 
 @njit(**_JIT)
-def _unpack_row(dst, stride, packed, run, count, ahead, stream):
+def _unpack_row(dst, stride, packed, run, count, ahead, pf_bytes, stream):
     """Scatter one row of ``count`` runs from the packed stream; return the new packed address."""
     if stream and ((dst | stride | run) & (LINE - 1)) == 0:
         for i in range(count):  # every run covers whole lines: stream them all
@@ -171,16 +174,16 @@ def _unpack_row(dst, stride, packed, run, count, ahead, stream):
         for i in range(count):
             _put(dst + i * stride, packed + i * run, run)
     else:
-        _scatter(dst, stride, packed, run, count, ahead)
+        _scatter(dst, stride, packed, run, count, ahead, pf_bytes)
     return packed + count * run
 
 
 PACK, STREAM = 1, 2  # flags of move_strided
 
 
-def strided_meta(run: int, counts, strides, ahead_rows: int) -> np.ndarray:
+def strided_meta(run: int, counts, strides, ahead_rows: int, pf_bytes: int) -> np.ndarray:
     """The one int64 array move_strided reads its layout from (fewer arguments, faster calls)."""
-    return np.array([run, ahead_rows, len(counts), *counts, *strides], dtype=np.int64)
+    return np.array([run, ahead_rows, pf_bytes, len(counts), *counts, *strides], dtype=np.int64)
 
 
 @njit(**_JIT)
@@ -188,12 +191,12 @@ def move_strided(user, packed, meta, flags):
     """Strided block at address ``user``: runs of ``run`` bytes over outer dims (innermost first).
 
     ``meta`` is ``strided_meta(...)``; ``flags`` holds PACK (else unpack) and STREAM (may use
-    non-temporal stores). With ``ahead_rows`` > 0 the first line of the run that many runs ahead
-    is prefetched.
+    non-temporal stores). With ``ahead_rows`` > 0 the first ``pf_bytes`` of the run that many
+    runs ahead are prefetched.
     """
-    run, ahead_rows, ndim = meta[0], meta[1], meta[2]
-    counts = meta[3:3 + ndim]
-    strides = meta[3 + ndim:3 + 2 * ndim]
+    run, ahead_rows, pf_bytes, ndim = meta[0], meta[1], meta[2], meta[3]
+    counts = meta[4:4 + ndim]
+    strides = meta[4 + ndim:4 + 2 * ndim]
     to_packed = (flags & PACK) != 0
     stream = (flags & STREAM) != 0
     if ndim == 0:
@@ -210,18 +213,18 @@ def move_strided(user, packed, meta, flags):
     ahead = ahead_rows * s0 if c0 > ahead_rows else 0
     if not stream and rows == 1:  # the common small case: one row, nothing to allocate
         if to_packed:
-            _gather(packed, user, s0, run, c0, ahead)
+            _gather(packed, user, s0, run, c0, ahead, pf_bytes)
         else:
-            _scatter(user, s0, packed, run, c0, ahead)
+            _scatter(user, s0, packed, run, c0, ahead, pf_bytes)
         return
     tile = np.empty(TILE if stream else 0, np.uint8)
     idx = np.zeros(ndim, np.int64)
     base = user
     for _ in range(rows):
         if to_packed:
-            packed = _pack_row(packed, base, s0, run, c0, ahead, tile.ctypes.data, stream)
+            packed = _pack_row(packed, base, s0, run, c0, ahead, pf_bytes, tile.ctypes.data, stream)
         else:
-            packed = _unpack_row(base, s0, packed, run, c0, ahead, stream)
+            packed = _unpack_row(base, s0, packed, run, c0, ahead, pf_bytes, stream)
         d = 1
         while d < ndim:
             idx[d] += 1

@@ -20,7 +20,7 @@ from .canonical import _normalize, canonicalize
 from .errors import PackError
 from .ir import BlockList, Layout, StridedBlock
 from .translate import UnsupportedDatatype, translate
-from .tuning import BLOCK_DIRECT, LINE, block_prefetch, run_prefetch, stream_policy
+from .tuning import BLOCK_DIRECT, block_prefetch, run_prefetch, stream_policy
 
 __all__ = ["Packer", "packer_for", "pack", "unpack", "pack_size"]
 
@@ -134,9 +134,9 @@ class Packer:
             dims = np.array([[c for c, _ in st.dims], [s for _, s in st.dims]], dtype=np.int64).reshape(2, -1)
             stride = st.dims[0][1] if st.dims else 0
             streams = stream_policy(nbytes, st.run, True)
-            ahead = run_prefetch(st.run, stride)
-            meta = host_kernels.strided_meta(st.run, dims[0], dims[1], ahead)
-            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *streams, ((ahead, LINE),) * 2, meta,
+            prefetch = run_prefetch(st.run, stride)
+            meta = host_kernels.strided_meta(st.run, dims[0], dims[1], *prefetch)
+            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *streams, (prefetch, prefetch), meta,
                         PACK | (STREAM if streams[0] else 0), STREAM if streams[1] else 0)
         if type(lay) is BlockList:
             dims = np.array([lay.counts + (count,), lay.strides + (self.extent,)], dtype=np.int64)

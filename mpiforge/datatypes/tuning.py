@@ -17,7 +17,7 @@ STREAM_MIN_BLOCK = 256  # run (mean block) length from which pack streams
 STREAM_MIN_UNPACK_BLOCK = 2048  # mean block length from which unpack of a block list streams
 BLOCK_DIRECT = 2048  # a streaming pack of a block list gathers shorter blocks in the L1 tile
 PREFETCH_ROWS = 12  # runs ahead to prefetch along a long stride
-PREFETCH_MAX_RUN = 256  # longer runs train the hardware prefetcher by themselves
+PREFETCH_MAX_RUN = 256  # longer runs are prefetched whole, just ahead
 
 
 def stream_policy(nbytes: int, block: float, strided: bool) -> tuple[bool, bool]:
@@ -34,10 +34,16 @@ def stream_policy(nbytes: int, block: float, strided: bool) -> tuple[bool, bool]
     return block >= STREAM_MIN_BLOCK, strided or block >= STREAM_MIN_UNPACK_BLOCK
 
 
-def run_prefetch(run: int, stride: int) -> int:
-    """Runs ahead to prefetch in a strided layout: hardware prefetchers lose track of strides of
-    256 bytes and more, but follow long runs by themselves."""
-    return PREFETCH_ROWS if abs(stride) >= 256 and run <= PREFETCH_MAX_RUN else 0
+def run_prefetch(run: int, stride: int) -> tuple[int, int]:
+    """(runs ahead, bytes of each) to prefetch along a strided layout. Hardware prefetchers lose
+    track of strides of 256 bytes and more: short runs are fetched a line each, far ahead; long
+    runs are followed inside by the hardware, but each starts cold, so the next-but-one run is
+    fetched whole (measured: 2 KiB runs 512 KiB apart pack 15% faster)."""
+    if abs(stride) < 256:
+        return 0, 0
+    if run <= PREFETCH_MAX_RUN:
+        return PREFETCH_ROWS, LINE
+    return 2, min(run, 4096)
 
 
 def block_prefetch(mean_block: float, to_packed: bool) -> tuple[int, int]:
