@@ -66,6 +66,24 @@ def _stream(dst, src, n):
     _copy(dst, src, n)
 
 
+@njit(inline="always", **_JIT)
+def _gather_n(dst, src, sstep, n, count, ahead):
+    """_gather for one run length ``n``, inlined where ``n`` is a literal so moves and steps are constants."""
+    for i in range(count):
+        if ahead:
+            prefetch(src + i * sstep + ahead)
+        memcpy(dst + i * n, src + i * sstep, n)
+
+
+@njit(inline="always", **_JIT)
+def _scatter_n(dst, dstep, src, n, count, ahead):
+    """_scatter for one run length ``n`` (see _gather_n)."""
+    for i in range(count):
+        if ahead:
+            prefetch_write(dst + i * dstep + ahead)
+        memcpy(dst + i * dstep, src + i * n, n)
+
+
 @njit(**_JIT)
 def _gather(dst, src, sstep, run, count, ahead, pf_bytes):
     """Pack ``count`` runs of ``run`` bytes, ``sstep`` apart at ``src``, back to back at ``dst``.
@@ -75,25 +93,13 @@ def _gather(dst, src, sstep, run, count, ahead, pf_bytes):
     (``pf_bytes`` of it for long runs, one line for short ones).
     """
     if run == 8:
-        for i in range(count):
-            if ahead:
-                prefetch(src + i * sstep + ahead)
-            memcpy(dst + i * 8, src + i * sstep, 8)
+        _gather_n(dst, src, sstep, 8, count, ahead)
     elif run == 16:
-        for i in range(count):
-            if ahead:
-                prefetch(src + i * sstep + ahead)
-            memcpy(dst + i * 16, src + i * sstep, 16)
+        _gather_n(dst, src, sstep, 16, count, ahead)
     elif run == 32:
-        for i in range(count):
-            if ahead:
-                prefetch(src + i * sstep + ahead)
-            memcpy(dst + i * 32, src + i * sstep, 32)
+        _gather_n(dst, src, sstep, 32, count, ahead)
     elif run == 64:
-        for i in range(count):
-            if ahead:
-                prefetch(src + i * sstep + ahead)
-            memcpy(dst + i * 64, src + i * sstep, 64)
+        _gather_n(dst, src, sstep, 64, count, ahead)
     else:
         for i in range(count):
             if ahead:
@@ -106,25 +112,13 @@ def _gather(dst, src, sstep, run, count, ahead, pf_bytes):
 def _scatter(dst, dstep, src, run, count, ahead, pf_bytes):
     """Unpack: the mirror of _gather; ``ahead`` > 0 fetches destination lines owned, ahead."""
     if run == 8:
-        for i in range(count):
-            if ahead:
-                prefetch_write(dst + i * dstep + ahead)
-            memcpy(dst + i * dstep, src + i * 8, 8)
+        _scatter_n(dst, dstep, src, 8, count, ahead)
     elif run == 16:
-        for i in range(count):
-            if ahead:
-                prefetch_write(dst + i * dstep + ahead)
-            memcpy(dst + i * dstep, src + i * 16, 16)
+        _scatter_n(dst, dstep, src, 16, count, ahead)
     elif run == 32:
-        for i in range(count):
-            if ahead:
-                prefetch_write(dst + i * dstep + ahead)
-            memcpy(dst + i * dstep, src + i * 32, 32)
+        _scatter_n(dst, dstep, src, 32, count, ahead)
     elif run == 64:
-        for i in range(count):
-            if ahead:
-                prefetch_write(dst + i * dstep + ahead)
-            memcpy(dst + i * dstep, src + i * 64, 64)
+        _scatter_n(dst, dstep, src, 64, count, ahead)
     else:
         for i in range(count):
             if ahead:
