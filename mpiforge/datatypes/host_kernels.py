@@ -6,7 +6,7 @@ in which side carries the stride. Small runs are copied with fixed-size moves (s
 stores), long runs with memcpy. Large transfers may *stream*: whole cache lines are written with
 non-temporal stores, so memory sees each byte written once and never read for ownership (pack
 gathers runs into a tile that stays in L1, then streams it out; unpack streams the runs that
-cover whole lines). The caller decides when streaming pays, see ``packer.stream_policy``.
+cover whole lines). The caller decides when streaming pays, see ``tuning.stream_policy``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .llvm_ops import memcpy, prefetch, prefetch_write, store_fence, stream64
 
 _JIT = dict(cache=True, nogil=True, boundscheck=False)
 TILE = 16384  # bytes gathered in L1 before being streamed out
-DIRECT = 1024  # pack streams runs this long straight to the packed buffer, without the tile
+DIRECT = 1024  # strided pack streams runs this long straight out, without the tile (block lists: tuning)
 # Streaming a partly written line costs more than it saves, except in long runs where the
 # partial lines at both ends are a small share.
 STREAM_ANY = 1024
