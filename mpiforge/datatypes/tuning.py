@@ -12,7 +12,17 @@ __all__ = ["LINE", "BLOCK_DIRECT", "stream_policy", "run_prefetch", "block_prefe
 LINE = 64  # cache line bytes
 # Transfers at least this large bypass the caches with non-temporal stores (the data would not
 # fit in L2 anyway, and streaming avoids reading every destination line before writing it).
-STREAM_MIN_BYTES = int(os.environ.get("MPIFORGE_STREAM_BYTES", 4 << 20))
+def _env_bytes(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a byte count such as 4194304") from None
+
+
+STREAM_MIN_BYTES = _env_bytes("MPIFORGE_STREAM_BYTES", 4 << 20)
 STREAM_MIN_BLOCK = 256  # run (mean block) length from which pack streams
 STREAM_MIN_UNPACK_BLOCK = 2048  # mean block length from which unpack of a block list streams
 BLOCK_DIRECT = 2048  # a streaming pack of a block list gathers shorter blocks in the L1 tile
