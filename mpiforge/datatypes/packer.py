@@ -35,15 +35,11 @@ class Plan(NamedTuple):
     nbytes: int  # packed bytes
     lo: int  # lowest user byte touched
     hi: int  # one past the highest
-    start: int  # strided: offset of the first run
+    start: int  # offset of the first byte moved (strided; 0 otherwise)
     run: int  # strided: bytes per run
     dims: np.ndarray | None  # [counts, strides] of the outer dims, innermost first
-    stream_pack: bool = False  # let the host kernel use non-temporal stores, see stream_policy
-    stream_unpack: bool = False
-    prefetch: tuple = ((0, 0), (0, 0))  # block lists, (pack, unpack): (blocks ahead, bytes of each)
-    meta: np.ndarray | None = None  # strided: the kernel's layout array, see host_kernels.strided_meta
-    pack_flags: int = 0  # strided: kernel flags for pack / unpack
-    unpack_flags: int = 0
+    pack: tuple = ()  # (kernel, args): kernel(user + start, packed + position, *args) packs
+    unpack: tuple = ()  # the same for unpack
 
 
 class Packer:
@@ -94,29 +90,21 @@ class Packer:
 
                 return device_move(self, plan, user_obj, packed_obj, position, to_packed)
         try:
-            ub, pb = _buffer(user_obj), _buffer(packed_obj)
-            if pb.readonly if to_packed else ub.readonly:
+            ub = _buffer(user_obj)
+            pb = _buffer(packed_obj)
+            if (pb if to_packed else ub).readonly:
                 raise BufferError("read-only")
         except (TypeError, ValueError, BufferError):  # let host_buffer name the problem
             host_buffer(user_obj, not to_packed, "input buffer" if to_packed else "output buffer")
             host_buffer(packed_obj, to_packed, "output buffer" if to_packed else "input buffer")
             raise
-        user, user_len, packed, packed_len = ub.address, ub.nbytes, pb.address, pb.nbytes
-        kind, nbytes, lo, hi, start, _, dims, stream_pack, stream_unpack, prefetch, meta, f_pack, f_unpack = plan
+        _, nbytes, lo, hi, start, _, _, pack_call, unpack_call = plan
         end = position + nbytes
-        if position < 0 or end > packed_len or lo < 0 or hi > user_len:
-            self.check_bounds(plan, user_len, packed_len, position, to_packed)
-        if nbytes == 0:
-            return end
-        if kind is StridedBlock:
-            host_kernels.move_strided(user + start, packed + position, meta, f_pack if to_packed else f_unpack)
-        elif kind is BlockList:
-            lay = self.layout
-            host_kernels.move_blocks(user, lay.offsets, lay.lengths, dims, packed + position, to_packed,
-                                     stream_pack if to_packed else stream_unpack, *prefetch[not to_packed],
-                                     BLOCK_DIRECT)
-        else:
-            self._mpi_move(user, packed + position, plan, to_packed)
+        if position < 0 or end > pb.nbytes or lo < 0 or hi > ub.nbytes:
+            self.check_bounds(plan, ub.nbytes, pb.nbytes, position, to_packed)
+        if nbytes:
+            kernel, args = pack_call if to_packed else unpack_call
+            kernel(ub.address + start, pb.address + position, *args)
         return end
 
     def _make_plan(self, count: int) -> Plan:
@@ -132,18 +120,18 @@ class Packer:
             outer = tuple(zip(lay.counts[1:], lay.strides[1:])) + ((count, self.extent),)
             st = _normalize(lay.start, lay.run, outer)
             dims = np.array([[c for c, _ in st.dims], [s for _, s in st.dims]], dtype=np.int64).reshape(2, -1)
-            stride = st.dims[0][1] if st.dims else 0
-            streams = stream_policy(nbytes, st.run, True)
-            prefetch = run_prefetch(st.run, stride)
-            meta = host_kernels.strided_meta(st.run, dims[0], dims[1], *prefetch)
-            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims, *streams, (prefetch, prefetch), meta,
-                        PACK | (STREAM if streams[0] else 0), STREAM if streams[1] else 0)
+            return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims,
+                        *(_strided_call(st.run, dims, nbytes, to_packed) for to_packed in (True, False)))
         if type(lay) is BlockList:
             dims = np.array([lay.counts + (count,), lay.strides + (self.extent,)], dtype=np.int64)
             mean_block = lay.size / max(lay.nblocks, 1)
-            return Plan(BlockList, nbytes, lo, hi, 0, 0, dims, *stream_policy(nbytes, mean_block, False),
-                        prefetch=(block_prefetch(mean_block, True), block_prefetch(mean_block, False)))
-        return Plan(None, nbytes, lo, hi, 0, 0, None)
+            streams = stream_policy(nbytes, mean_block, False)
+            calls = ((host_kernels.move_blocks, (lay.offsets, lay.lengths, dims, int(to_packed), int(stream),
+                                                  *block_prefetch(mean_block, to_packed), BLOCK_DIRECT))
+                     for to_packed, stream in zip((True, False), streams))
+            return Plan(BlockList, nbytes, lo, hi, 0, 0, dims, *calls)
+        return Plan(None, nbytes, lo, hi, 0, 0, None, (self._mpi_move, (nbytes, True)),
+                    (self._mpi_move, (nbytes, False)))
 
     def check_bounds(self, plan: Plan, user_len: int, packed_len: int, position: int, to_packed: bool) -> None:
         """Raise PackError naming the problem unless every byte touched lies inside both buffers."""
@@ -167,11 +155,11 @@ class Packer:
             return self.layout.span()
         return self.datatype.true_lb, self.datatype.true_lb + self.datatype.true_extent
 
-    def _mpi_move(self, user: int, packed: int, plan: Plan, to_packed: bool) -> None:
+    def _mpi_move(self, user: int, packed: int, nbytes: int, to_packed: bool) -> None:
         if self.extent <= 0:
             raise PackError(MPI.ERR_TYPE, "MPI fallback needs a datatype with a positive extent")
-        window = MPI.buffer.fromaddress(user, plan.nbytes // self.size * self.extent, readonly=to_packed)
-        packed_mem = MPI.buffer.fromaddress(packed, plan.nbytes, readonly=not to_packed)
+        window = MPI.buffer.fromaddress(user, nbytes // self.size * self.extent, readonly=to_packed)
+        packed_mem = MPI.buffer.fromaddress(packed, nbytes, readonly=not to_packed)
         if to_packed:
             self.datatype.Pack(window, packed_mem, 0, MPI.COMM_SELF)
         else:
@@ -180,6 +168,20 @@ class Packer:
     def __repr__(self) -> str:
         what = self.layout if self.layout is not None else f"MPI fallback: {self.fallback_reason}"
         return f"Packer({self.datatype.Get_name() or 'datatype'}, {what})"
+
+
+def _strided_call(run: int, dims: np.ndarray, nbytes: int, to_packed: bool) -> tuple:
+    """(kernel, args) moving a strided block: ``move_row`` for one row that does not stream (an
+    integer-only call, the cheapest), else ``move_strided`` with its layout array and flags."""
+    counts, strides = dims
+    stream = stream_policy(nbytes, run, True)[not to_packed]
+    ahead, pf_bytes = run_prefetch(run, strides[0] if len(strides) else 0)
+    if len(counts) <= 1 and not stream:
+        count, stride = (int(counts[0]), int(strides[0])) if len(counts) else (1, 0)
+        return host_kernels.move_row_direct(), (run, count, stride, ahead * stride if count > ahead else 0,
+                                                pf_bytes, int(to_packed))
+    meta = host_kernels.strided_meta(run, counts, strides, ahead, pf_bytes)
+    return host_kernels.move_strided, (meta, (PACK if to_packed else 0) | (STREAM if stream else 0))
 
 
 def _check_usable(datatype: MPI.Datatype) -> None:
@@ -220,13 +222,19 @@ def packer_for(datatype: MPI.Datatype) -> Packer:
 
 def pack(inbuf: Any, count: int, datatype: MPI.Datatype, outbuf: Any, position: int = 0) -> int:
     """MPI_Pack: ``count`` elements of ``datatype`` from ``inbuf`` into ``outbuf``; the new position."""
-    packer = _packers.get(getattr(datatype, "handle", None)) or packer_for(datatype)
+    try:
+        packer = _packers[datatype.handle]
+    except (KeyError, AttributeError):
+        packer = packer_for(datatype)
     return packer._move(inbuf, outbuf, position, count, True)
 
 
 def unpack(inbuf: Any, position: int, outbuf: Any, count: int, datatype: MPI.Datatype) -> int:
     """MPI_Unpack: ``count`` elements of ``datatype`` from ``inbuf`` at ``position``; the new position."""
-    packer = _packers.get(getattr(datatype, "handle", None)) or packer_for(datatype)
+    try:
+        packer = _packers[datatype.handle]
+    except (KeyError, AttributeError):
+        packer = packer_for(datatype)
     return packer._move(outbuf, inbuf, position, count, False)
 
 
