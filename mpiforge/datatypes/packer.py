@@ -40,6 +40,7 @@ class Plan(NamedTuple):
     dims: np.ndarray | None  # [counts, strides] of the outer dims, innermost first
     pack: tuple = ()  # (kernel, args): kernel(user + start, packed + position, *args) packs
     unpack: tuple = ()  # the same for unpack
+    streams: tuple = (False, False)  # (pack, unpack) use non-temporal stores, see stream_policy
 
 
 class Packer:
@@ -98,7 +99,7 @@ class Packer:
             host_buffer(user_obj, not to_packed, "input buffer" if to_packed else "output buffer")
             host_buffer(packed_obj, to_packed, "output buffer" if to_packed else "input buffer")
             raise
-        _, nbytes, lo, hi, start, _, _, pack_call, unpack_call = plan
+        _, nbytes, lo, hi, start, _, _, pack_call, unpack_call, _ = plan
         end = position + nbytes
         if position < 0 or end > pb.nbytes or lo < 0 or hi > ub.nbytes:
             self.check_bounds(plan, ub.nbytes, pb.nbytes, position, to_packed)
@@ -120,8 +121,10 @@ class Packer:
             outer = tuple(zip(lay.counts[1:], lay.strides[1:])) + ((count, self.extent),)
             st = _normalize(lay.start, lay.run, outer)
             dims = np.array([[c for c, _ in st.dims], [s for _, s in st.dims]], dtype=np.int64).reshape(2, -1)
+            streams = stream_policy(nbytes, st.run, True)
             return Plan(StridedBlock, nbytes, lo, hi, st.start, st.run, dims,
-                        *(_strided_call(st.run, dims, nbytes, to_packed) for to_packed in (True, False)))
+                        *(_strided_call(st.run, dims, stream, to_packed) for to_packed, stream in zip((1, 0), streams)),
+                        streams)
         if type(lay) is BlockList:
             dims = np.array([lay.counts + (count,), lay.strides + (self.extent,)], dtype=np.int64)
             mean_block = lay.size / max(lay.nblocks, 1)
@@ -129,7 +132,7 @@ class Packer:
             calls = ((host_kernels.move_blocks, (lay.offsets, lay.lengths, dims, int(to_packed), int(stream),
                                                   *block_prefetch(mean_block, to_packed), BLOCK_DIRECT))
                      for to_packed, stream in zip((True, False), streams))
-            return Plan(BlockList, nbytes, lo, hi, 0, 0, dims, *calls)
+            return Plan(BlockList, nbytes, lo, hi, 0, 0, dims, *calls, streams)
         return Plan(None, nbytes, lo, hi, 0, 0, None, (self._mpi_move, (nbytes, True)),
                     (self._mpi_move, (nbytes, False)))
 
@@ -170,16 +173,15 @@ class Packer:
         return f"Packer({self.datatype.Get_name() or 'datatype'}, {what})"
 
 
-def _strided_call(run: int, dims: np.ndarray, nbytes: int, to_packed: bool) -> tuple:
+def _strided_call(run: int, dims: np.ndarray, stream: bool, to_packed: int) -> tuple:
     """(kernel, args) moving a strided block: ``move_row`` for one row that does not stream (an
     integer-only call, the cheapest), else ``move_strided`` with its layout array and flags."""
     counts, strides = dims
-    stream = stream_policy(nbytes, run, True)[not to_packed]
     ahead, pf_bytes = run_prefetch(run, strides[0] if len(strides) else 0)
     if len(counts) <= 1 and not stream:
         count, stride = (int(counts[0]), int(strides[0])) if len(counts) else (1, 0)
         return host_kernels.move_row_direct(), (run, count, stride, ahead * stride if count > ahead else 0,
-                                                pf_bytes, int(to_packed))
+                                                pf_bytes, to_packed)
     meta = host_kernels.strided_meta(run, counts, strides, ahead, pf_bytes)
     return host_kernels.move_strided, (meta, (PACK if to_packed else 0) | (STREAM if stream else 0))
 
