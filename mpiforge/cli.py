@@ -14,6 +14,8 @@ import click
 COMMANDS: dict[str, str] = {
     "info": "mpiforge.info:info",
     "demo": "mpiforge.demo:demo",
+    "run": "mpiforge.comms.cli:run",
+    "calibrate": "mpiforge.comms.cli:calibrate",
 }
 
 
@@ -40,6 +42,8 @@ def main(verbose: int) -> None:
       mpiforge info                    what MPI, GPU and array libraries this job sees
       mpiforge demo                    run the showcase job on the embedded Open MPI
       mpiexec -n 4 mpiforge info       the node/rank layout of a real job
+      mpiexec -n 4 python -m mpiforge run app.py   an unmodified mpi4py program, interposed
+      mpiforge calibrate --quick       measure the model that picks how messages travel
     """
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
-from .launch import mpiexec_command
+from .launch import in_mpi_job, mpiexec_command
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -37,9 +37,6 @@ __all__ = ["DemoConfig", "Section", "Report", "PARTS", "run_demo", "render", "in
 log = logging.getLogger("mpiforge.demo")  # also when run as __main__
 
 EXIT_FAIL = 3  # every rank exits with this when a check fails (mpiexec passes it on)
-
-# environment variables that MPI launchers set in the processes they start
-_LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
 
 
 @dataclass(frozen=True)
@@ -293,11 +290,6 @@ def _styled(cell: str) -> str:
 
 
 # -- the job side (under mpiexec) --
-
-def in_mpi_job() -> bool:
-    """True when this process was started by an MPI launcher."""
-    return any(os.environ.get(name) for name in _LAUNCHER_ENV)
-
 
 def run_job(config: DemoConfig, color: bool | None = None) -> int:
     """The job body on every rank: run the demo, print on rank 0, return the exit code.

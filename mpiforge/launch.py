@@ -6,7 +6,15 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["find_mpiexec", "mpiexec_command", "is_root"]
+__all__ = ["find_mpiexec", "mpiexec_command", "is_root", "in_mpi_job"]
+
+# environment variables that MPI launchers set in the processes they start
+_LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
+
+
+def in_mpi_job() -> bool:
+    """True when this process was started by an MPI launcher."""
+    return any(os.environ.get(name) for name in _LAUNCHER_ENV)
 
 
 def is_root() -> bool:

@@ -1,0 +1,118 @@
+"""``mpiforge calibrate``: measure the figures of the method model on this system.
+
+Between ranks 0 and 1 of a job it measures, as one-way times of ping-pongs (medians):
+contiguous latency and bandwidth; MPI's own transfer of vector datatypes whose runs are
+8 B ... 32 KiB; and on rank 0 mpiforge's host pack and unpack of the same layouts. Device
+figures are measured only on a real GPU; otherwise the defaults stay (and say so).
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..launch import in_mpi_job, mpiexec_command
+from .model import RUNS, Profile, profile_path
+
+__all__ = ["measure", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def _pingpong(comm, send, recv, reps: int) -> float:
+    """Median one-way seconds of ``reps`` ping-pongs between ranks 0 and 1 (others idle)."""
+    times = []
+    rank = comm.rank
+    for _ in range(reps + 1):
+        comm.Barrier()
+        t = time.perf_counter()
+        if rank == 0:
+            comm.Send(send, 1, 11)
+            comm.Recv(recv, 1, 12)
+        elif rank == 1:
+            comm.Recv(recv, 0, 11)
+            comm.Send(send, 0, 12)
+        times.append((time.perf_counter() - t) / 2)
+    return statistics.median(times[1:])
+
+
+def _local(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(comm, quick: bool = False) -> Profile | None:
+    """Measure a Profile between ranks 0 and 1 of ``comm`` (collective); rank 0 gets it."""
+    from mpi4py import MPI
+
+    from ..datatypes import pack, unpack
+
+    if comm.size < 2:
+        raise ValueError("calibration needs at least 2 ranks (mpiexec -n 2 ...)")
+    reps = 5 if quick else 15
+    packed = (1 << 20) if quick else (4 << 20)
+    tiny = np.zeros(1, np.uint8)
+    latency = _pingpong(comm, tiny, tiny.copy(), reps * 4)
+    big, big_in = np.ones(packed, np.uint8), np.empty(packed, np.uint8)
+    contig = packed / _pingpong(comm, big, big_in, reps) / 1e9
+    native, pack_gbps, unpack_gbps = {}, {}, {}
+    for run in RUNS:
+        count = packed // run
+        vec = MPI.BYTE.Create_vector(count, run, 2 * run).Commit()
+        user, back = np.ones(2 * packed, np.uint8), np.empty(2 * packed, np.uint8)
+        native[str(run)] = packed / _pingpong(comm, [user, 1, vec], [back, 1, vec], reps) / 1e9
+        if comm.rank == 0:
+            out = np.empty(packed, np.uint8)
+            pack_gbps[str(run)] = packed / _local(lambda: pack(user, 1, vec, out), reps) / 1e9
+            unpack_gbps[str(run)] = packed / _local(lambda: unpack(out, 0, back, 1, vec), reps) / 1e9
+        vec.Free()
+    if comm.rank != 0:
+        return None
+    profile = Profile(contig_gbps=contig, latency_s=latency, native_gbps=native, pack_gbps=pack_gbps,
+                      unpack_gbps=unpack_gbps)
+    profile.source = f"calibrated ({'quick' if quick else 'full'}, {comm.size} ranks)"
+    return profile
+
+
+def _report(profile: Profile, path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"host transfers (GB/s); contiguous {profile.contig_gbps:.2f} GB/s, "
+                        f"latency {profile.latency_s * 1e6:.1f} us")
+    for col in ("run B", "MPI datatype", "mpiforge pack", "mpiforge unpack"):
+        table.add_column(col, justify="right")
+    for run in RUNS:
+        key = str(run)
+        table.add_row(key, f"{profile.native_gbps[key]:.2f}", f"{profile.pack_gbps[key]:.2f}",
+                      f"{profile.unpack_gbps[key]:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"device figures: defaults (no GPU measured here); profile written to {path}")
+
+
+def main(quick: bool, output: str | None, ranks: int) -> None:
+    """The command body: measure under mpiexec, or launch ``ranks`` ranks that do."""
+    path = Path(output) if output else profile_path()
+    if not in_mpi_job():
+        argv = [sys.executable, "-m", "mpiforge", "calibrate", "--output", str(path)] + (["--quick"] if quick else [])
+        code = subprocess.call(mpiexec_command(ranks, argv))
+        if code:
+            raise SystemExit(code)
+        return
+    from mpi4py import MPI
+
+    profile = measure(MPI.COMM_WORLD, quick)
+    if profile is not None:
+        profile.save(path)
+        _report(profile, path)

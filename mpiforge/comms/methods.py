@@ -1,0 +1,149 @@
+"""The ways a non-contiguous or device message can travel, and the staging each one needs.
+
+- ``native``: the message goes to MPI as given (MPI's own datatype engine; for device memory
+  only with a CUDA-aware MPI).
+- ``host``: host memory packed by mpiforge into a contiguous buffer, sent as bytes.
+- ``device``: device memory packed on the device, the packed device buffer handed to a
+  CUDA-aware MPI.
+- ``staged``: packed on the device, copied to pinned host memory, sent from there.
+- ``oneshot``: the device kernel packs straight into mapped (device-visible) host memory.
+
+Both sides choose independently: on the wire a packed message is the same bytes MPI would
+send for the datatype, so a packed send matches a native receive and the other way round.
+``Outgoing`` prepares a send (``fill`` packs, again before every persistent start),
+``Incoming`` a receive (``finish`` unpacks what arrived, once the status is known).
+"""
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from ..bindings import cuda_memory
+from ..datatypes import pack, unpack
+from .message import Message
+from .requests import _Request
+
+__all__ = ["Method", "HOST_METHODS", "DEVICE_METHODS", "Outgoing", "Incoming", "user_view"]
+
+
+class Method(str, enum.Enum):
+    NATIVE = "native"
+    HOST = "host"
+    DEVICE = "device"
+    STAGED = "staged"
+    ONESHOT = "oneshot"
+
+
+HOST_METHODS = (Method.NATIVE, Method.HOST)
+DEVICE_METHODS = (Method.NATIVE, Method.DEVICE, Method.STAGED, Method.ONESHOT)
+
+
+class DeviceView:
+    """``nbytes`` of device memory at ``ptr`` (inside ``owner``), as a CUDA array of bytes."""
+
+    def __init__(self, ptr: int, nbytes: int, owner: Any, readonly: bool = False) -> None:
+        self.ptr, self.nbytes, self.owner, self.readonly = ptr, nbytes, owner, readonly
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": (self.nbytes,), "typestr": "|u1", "data": (self.ptr, self.readonly), "version": 3,
+                "strides": None, "stream": None}
+
+
+def user_view(msg: Message) -> Any:
+    """The user's buffer starting at element 0 (after the displacement)."""
+    if not msg.offset:
+        return msg.obj
+    if msg.device is not None:
+        return DeviceView(msg.device.ptr + msg.offset, msg.nbytes - msg.offset, msg.obj, msg.device.readonly)
+    buf = MPI.buffer(msg.obj)
+    return MPI.buffer.fromaddress(buf.address + msg.offset, msg.nbytes - msg.offset, readonly=buf.readonly)
+
+
+class Outgoing:
+    """The contiguous bytes MPI sends for ``msg`` under ``method`` (not NATIVE): ``spec``."""
+
+    def __init__(self, msg: Message, method: Method) -> None:
+        self.msg, self.method = msg, method
+        n = msg.packed_bytes
+        self.device = None  # packed device buffer
+        if method is Method.HOST:
+            self.host = np.empty(n, np.uint8)
+        elif method is Method.ONESHOT:
+            self.host, self.device = cuda_memory.mapped_empty(n)
+        else:
+            self.device = cuda_memory.device_empty(n)
+            self.host = cuda_memory.pinned_empty(n) if method is Method.STAGED else None
+        self.spec = [self.device if method is Method.DEVICE else self.host, MPI.BYTE]
+
+    def fill(self) -> None:
+        """Pack the user's data (now) into the staging buffers."""
+        msg = self.msg
+        pack(user_view(msg), msg.count, msg.datatype, self.host if self.method is Method.HOST else self.device)
+        if self.method is Method.STAGED:
+            cuda_memory.to_host(self.device, self.host)
+
+
+class Incoming:
+    """Where MPI receives ``msg``'s bytes under ``method`` (not NATIVE): ``spec``; ``finish`` unpacks."""
+
+    def __init__(self, msg: Message, method: Method) -> None:
+        self.msg, self.method = msg, method
+        n = msg.packed_bytes
+        self.device = None
+        if method is Method.HOST:
+            self.host = np.empty(n, np.uint8)
+        elif method is Method.ONESHOT:
+            self.host, self.device = cuda_memory.mapped_empty(n)
+        elif method is Method.STAGED:
+            self.host = cuda_memory.pinned_empty(n)
+        else:
+            self.host, self.device = None, cuda_memory.device_empty(n)
+        self.spec = [self.device if method is Method.DEVICE else self.host, MPI.BYTE]
+
+    def finish(self, status: MPI.Status) -> None:
+        """Unpack the bytes that arrived (``status`` says how many) into the user's buffer."""
+        msg = self.msg
+        received = status.Get_count(MPI.BYTE)
+        size = msg.datatype.size
+        whole = received // size if size else 0
+        if whole:
+            source = self.host if self.method is Method.HOST else self.device
+            if self.method is Method.STAGED:
+                source = cuda_memory.device_empty(whole * size)
+                cuda_memory.to_device(self.host[:whole * size], source)
+            unpack(source, 0, user_view(msg), whole, msg.datatype)
+        if received > whole * size:
+            self._partial(whole, received)
+
+    def _partial(self, whole: int, received: int) -> None:
+        """A trailing part of an element: let MPI place it, exactly as a native receive would."""
+        msg = self.msg
+        tail = np.ascontiguousarray(self._host_bytes()[whole * msg.datatype.size:received])
+        at = msg.offset + whole * msg.datatype.extent
+        if msg.device is None:
+            _place_partial(msg.obj, at, tail, msg.datatype)
+            return
+        host = np.empty(msg.nbytes, np.uint8)  # round trip through the host for this rare case
+        cuda_memory.to_host(msg.obj, host)
+        _place_partial(host, at, tail, msg.datatype)
+        cuda_memory.to_device(host, msg.obj)
+
+    def _host_bytes(self) -> np.ndarray:
+        if self.host is not None:
+            return self.host
+        host = np.empty(self.msg.packed_bytes, np.uint8)
+        cuda_memory.to_host(self.device, host)
+        return host
+
+
+def _place_partial(obj: Any, at: int, tail: np.ndarray, datatype: MPI.Datatype) -> None:
+    buf = MPI.buffer(obj)
+    window = MPI.buffer.fromaddress(buf.address + at, buf.nbytes - at, readonly=False)
+    comm = MPI.COMM_SELF  # MPI's own methods, even when the interposer wraps COMM_SELF
+    request = MPI.Comm.Irecv(comm, [window, 1, datatype], 0, 0)
+    MPI.Comm.Send(comm, [tail, MPI.BYTE], 0, 0)
+    _Request.Wait(request)

@@ -1,0 +1,168 @@
+"""Requests whose completion runs a finishing step: unpack a staged receive, drop a staging buffer.
+
+``Request`` and ``Prequest`` are real ``MPI.Request`` subclasses, so they mix freely with plain
+requests in ``Waitall`` and friends. Their class methods (``Request.Waitall(reqs)``...) complete
+the requests through MPI, then finish the interposed ones that completed; the interposer
+installs these classes as ``MPI.Request`` / ``MPI.Prequest`` so unmodified programs call them.
+A finishing step runs exactly once per completed operation (per ``Start`` for persistent ones).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from mpi4py import MPI
+
+__all__ = ["Request", "Prequest", "wrap", "wrap_persistent"]
+
+# the original classes, saved before anything replaces the names in mpi4py.MPI
+_Request, _Prequest = MPI.Request, MPI.Prequest
+Finish = Callable[[MPI.Status], None]
+_orphans: list[Any] = []  # staging buffers of requests freed while active: MPI may still use them
+
+
+def _finish(req: Any, status: MPI.Status) -> None:
+    if getattr(req, "_active", False):
+        req._active = False
+        if req._finish is not None:
+            req._finish(status)
+        if not isinstance(req, _Prequest):
+            req._keep = None  # the staging buffer is no longer needed
+
+
+def _statuses(requests: Sequence[Any], statuses: list | None) -> list[MPI.Status]:
+    if statuses is None:
+        return [MPI.Status() for _ in requests]
+    while len(statuses) < len(requests):
+        statuses.append(MPI.Status())
+    return statuses
+
+
+class _Finishing:
+    """Completion methods shared by Request and Prequest (mixed in before the MPI class)."""
+
+    _finish: Finish | None = None
+    _keep: Any = None
+    _active = False
+
+    def Wait(self, status: MPI.Status | None = None) -> bool:
+        status = MPI.Status() if status is None else status
+        super().Wait(status)
+        _finish(self, status)
+        return True
+
+    def Test(self, status: MPI.Status | None = None) -> bool:
+        status = MPI.Status() if status is None else status
+        done = super().Test(status)
+        if done:
+            _finish(self, status)
+        return done
+
+    def Free(self) -> None:
+        if self._active:
+            _orphans.append(self._keep)
+        super().Free()
+
+    @classmethod
+    def Waitall(cls, requests: Sequence[Any], statuses: list | None = None) -> bool:
+        statuses = _statuses(requests, statuses)
+        _Request.Waitall(requests, statuses)
+        for req, status in zip(requests, statuses):
+            _finish(req, status)
+        return True
+
+    @classmethod
+    def Testall(cls, requests: Sequence[Any], statuses: list | None = None) -> bool:
+        statuses = _statuses(requests, statuses)
+        done = _Request.Testall(requests, statuses)
+        if done:
+            for req, status in zip(requests, statuses):
+                _finish(req, status)
+        return done
+
+    @classmethod
+    def Waitany(cls, requests: Sequence[Any], status: MPI.Status | None = None) -> int:
+        status = MPI.Status() if status is None else status
+        index = _Request.Waitany(requests, status)
+        if index != MPI.UNDEFINED:
+            _finish(requests[index], status)
+        return index
+
+    @classmethod
+    def Testany(cls, requests: Sequence[Any], status: MPI.Status | None = None) -> tuple[int, bool]:
+        status = MPI.Status() if status is None else status
+        index, done = _Request.Testany(requests, status)
+        if done and index != MPI.UNDEFINED:
+            _finish(requests[index], status)
+        return index, done
+
+    @classmethod
+    def Waitsome(cls, requests: Sequence[Any], statuses: list | None = None) -> list[int] | None:
+        statuses = _statuses(requests, statuses)
+        indices = _Request.Waitsome(requests, statuses)
+        for i, index in enumerate(indices or ()):
+            _finish(requests[index], statuses[i])
+        return indices
+
+    @classmethod
+    def Testsome(cls, requests: Sequence[Any], statuses: list | None = None) -> list[int] | None:
+        statuses = _statuses(requests, statuses)
+        indices = _Request.Testsome(requests, statuses)
+        for i, index in enumerate(indices or ()):
+            _finish(requests[index], statuses[i])
+        return indices
+
+
+class _CoversPlain(type):
+    """Once these classes replace ``MPI.Request`` / ``MPI.Prequest``, requests created anywhere
+    else must still pass ``isinstance(r, MPI.Request)``: the check is made against the MPI class."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, cls._plain)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return issubclass(sub, cls._plain)
+
+
+class Request(_Finishing, _Request, metaclass=_CoversPlain):
+    """A nonblocking operation through a staging buffer; finishes (unpacks) when it completes."""
+
+    _plain = _Request
+
+
+class Prequest(_Finishing, _Prequest, metaclass=_CoversPlain):
+    """A persistent operation through a staging buffer: packs on every Start, unpacks on completion."""
+
+    _plain = _Prequest
+    _before_start: Callable[[], None] | None = None
+
+    def Start(self) -> None:
+        if self._before_start is not None:
+            self._before_start()
+        super().Start()
+        self._active = True
+
+    @classmethod
+    def Startall(cls, requests: Sequence[Any]) -> None:
+        for req in requests:
+            before = getattr(req, "_before_start", None)
+            if before is not None:
+                before()
+        _Prequest.Startall(requests)
+        for req in requests:
+            if isinstance(req, _Finishing):
+                req._active = True
+
+
+def wrap(request: MPI.Request, keep: Any, finish: Finish | None = None) -> Request:
+    """A Request over ``request``'s handle that keeps ``keep`` alive and runs ``finish`` once."""
+    out = Request(request)
+    out._keep, out._finish, out._active = keep, finish, True
+    return out
+
+
+def wrap_persistent(request: MPI.Prequest, keep: Any, before_start: Callable[[], None] | None = None,
+                    finish: Finish | None = None) -> Prequest:
+    """A Prequest over ``request``: ``before_start`` fills the staging buffer, ``finish`` empties it."""
+    out = Prequest(request)
+    out._keep, out._before_start, out._finish, out._active = keep, before_start, finish, False
+    return out
