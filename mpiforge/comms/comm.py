@@ -21,6 +21,7 @@ from mpi4py import MPI
 
 from ..bindings.mpi_ext import cuda_aware
 from ..datatypes import pack, packer_for, unpack
+from ..datatypes.buffers import HOST_TYPES
 from ..datatypes.ir import StridedBlock
 from .message import Message, parse
 from .methods import Incoming, Method, Outgoing, user_view
@@ -32,6 +33,7 @@ __all__ = ["Comm", "Interposed"]
 log = logging.getLogger(__name__)
 
 _profile: Profile | None = None
+_Comm = MPI.Comm  # MPI's own methods, called directly (faster than super())
 _CONSTRUCTORS = ("Dup", "Dup_with_info", "Clone", "Split", "Split_type", "Create", "Create_group", "Create_cart",
                  "Create_graph", "Create_dist_graph", "Create_dist_graph_adjacent", "Create_intercomm",
                  "Merge", "Sub")
@@ -56,42 +58,39 @@ class Interposed:
     """The accelerated methods; mixed in before an mpi4py communicator class (see ``Comm``)."""
 
     _forced: Method | None = None
-    _routes: dict
+    _native: tuple[dict, dict]
     _cuda_aware = False
 
     def _setup(self, method: Method | str | None) -> None:
         self._forced = Method(method) if method else forced_method()
         self._cuda_aware = bool(cuda_aware())
-        self._routes = {}
+        self._native = ({}, {})  # [sending]: id(datatype object) -> host buffer type that goes natively
 
     # -- choosing --
 
-    def _route(self, spec: Any, sending: bool) -> Message | None:
-        """The message and method for ``spec``, or None to hand the call to MPI as it is."""
-        kind = type(spec)
-        if kind is list or kind is tuple:
-            if len(spec) not in (2, 3):
-                return None
-            key = (getattr(spec[-1], "handle", None), type(spec[0]), sending,
-                   spec[1] if len(spec) == 3 and type(spec[1]) is int else None)
-            if self._routes.get(key) is Method.NATIVE:
-                return None
-        else:
-            key = None
-        msg = parse(spec)
-        if msg is None:
-            if key is not None:
-                self._remember(key, Method.NATIVE)
-            return None
-        method = self._method(msg, sending)
-        if key is not None:
-            self._remember(key, method)
-        return None if method is Method.NATIVE else (msg, method)
+    def _plain(self, spec: Any, sending: bool) -> bool:
+        """True when ``spec`` is known to go to MPI as it is: the hot path, a few hundred ns.
 
-    def _remember(self, key: tuple, method: Method) -> None:
-        if len(self._routes) > 4096:
-            self._routes.clear()
-        self._routes[key] = method
+        Only native answers for host buffers are cached (the model picks those whatever the
+        size); a stale entry (a freed datatype's id reused) can only cost speed, not results.
+        """
+        kind = type(spec)
+        if (kind is list or kind is tuple) and spec:
+            return self._native[sending].get(id(spec[-1])) is type(spec[0])
+        return kind in HOST_TYPES
+
+    def _route(self, spec: Any, sending: bool) -> tuple[Message, Method] | None:
+        """The message and method for ``spec``, or None to hand the call to MPI as it is."""
+        msg = parse(spec)
+        method = Method.NATIVE if msg is None else self._method(msg, sending)
+        if method is Method.NATIVE:
+            if (msg is None or msg.device is None) and isinstance(spec, (list, tuple)) and spec:
+                cache = self._native[sending]
+                if len(cache) > 4096:
+                    cache.clear()
+                cache[id(spec[-1])] = type(spec[0])
+            return None
+        return msg, method
 
     def _method(self, msg: Message, sending: bool) -> Method:
         device = msg.device is not None
@@ -111,6 +110,9 @@ class Interposed:
         return Method.NATIVE if route is None else route[1]
 
     def _outgoing(self, spec: Any) -> tuple[Any, Outgoing | None]:
+        """The spec MPI sends (packed now, unless it goes natively) and the staging to keep alive."""
+        if self._plain(spec, True):
+            return spec, None
         route = self._route(spec, True)
         if route is None:
             return spec, None
@@ -119,6 +121,9 @@ class Interposed:
         return out.spec, out
 
     def _incoming(self, spec: Any) -> tuple[Any, Incoming | None]:
+        """The spec MPI receives into, and the staging whose ``finish`` unpacks (None: natively)."""
+        if self._plain(spec, False):
+            return spec, None
         route = self._route(spec, False)
         if route is None:
             return spec, None
@@ -128,76 +133,86 @@ class Interposed:
     # -- point to point --
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
-        super().Send(self._outgoing(buf)[0], dest, tag)
+        if not self._plain(buf, True):
+            buf = self._outgoing(buf)[0]
+        _Comm.Send(self, buf, dest, tag)
 
     def Ssend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        super().Ssend(self._outgoing(buf)[0], dest, tag)
+        _Comm.Ssend(self, self._outgoing(buf)[0], dest, tag)
 
     def Bsend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        super().Bsend(self._outgoing(buf)[0], dest, tag)
+        _Comm.Bsend(self, self._outgoing(buf)[0], dest, tag)
 
     def Rsend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        super().Rsend(self._outgoing(buf)[0], dest, tag)
+        _Comm.Rsend(self, self._outgoing(buf)[0], dest, tag)
 
     def _isend(self, start, buf: Any, dest: int, tag: int) -> MPI.Request:
         spec, out = self._outgoing(buf)
-        request = start(spec, dest, tag)
+        request = start(self, spec, dest, tag)
         return request if out is None else wrap(request, out)
 
     def Isend(self, buf: Any, dest: int, tag: int = 0) -> MPI.Request:
-        return self._isend(super().Isend, buf, dest, tag)
+        if self._plain(buf, True):
+            return _Comm.Isend(self, buf, dest, tag)
+        return self._isend(_Comm.Isend, buf, dest, tag)
 
     def Issend(self, buf: Any, dest: int, tag: int = 0) -> MPI.Request:
-        return self._isend(super().Issend, buf, dest, tag)
+        return self._isend(_Comm.Issend, buf, dest, tag)
 
     def Ibsend(self, buf: Any, dest: int, tag: int = 0) -> MPI.Request:
-        return self._isend(super().Ibsend, buf, dest, tag)
+        return self._isend(_Comm.Ibsend, buf, dest, tag)
 
     def Irsend(self, buf: Any, dest: int, tag: int = 0) -> MPI.Request:
-        return self._isend(super().Irsend, buf, dest, tag)
+        return self._isend(_Comm.Irsend, buf, dest, tag)
 
     def Recv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG,
              status: MPI.Status | None = None) -> None:
+        if self._plain(buf, False):
+            return _Comm.Recv(self, buf, source, tag, status)
         spec, inc = self._incoming(buf)
         if inc is None:
-            return super().Recv(spec, source, tag, status)
+            return _Comm.Recv(self, spec, source, tag, status)
         status = MPI.Status() if status is None else status
-        super().Recv(spec, source, tag, status)
+        _Comm.Recv(self, spec, source, tag, status)
         inc.finish(status)
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> MPI.Request:
+        if self._plain(buf, False):
+            return _Comm.Irecv(self, buf, source, tag)
         spec, inc = self._incoming(buf)
-        request = super().Irecv(spec, source, tag)
+        request = _Comm.Irecv(self, spec, source, tag)
         return request if inc is None else wrap(request, inc, inc.finish)
 
     def Sendrecv(self, sendbuf: Any, dest: int, sendtag: int = 0, recvbuf: Any = None,
                  source: int = MPI.ANY_SOURCE, recvtag: int = MPI.ANY_TAG, status: MPI.Status | None = None) -> None:
+        if self._plain(sendbuf, True) and (recvbuf is None or self._plain(recvbuf, False)):
+            return _Comm.Sendrecv(self, sendbuf, dest, sendtag, recvbuf, source, recvtag, status)
         sspec, _out = self._outgoing(sendbuf)
         rspec, inc = self._incoming(recvbuf) if recvbuf is not None else (None, None)
         if inc is not None and status is None:
             status = MPI.Status()
-        super().Sendrecv(sspec, dest, sendtag, rspec, source, recvtag, status)
+        _Comm.Sendrecv(self, sspec, dest, sendtag, rspec, source, recvtag, status)
         if inc is not None:
             inc.finish(status)
 
     # -- persistent --
 
     def _send_init(self, init, buf: Any, dest: int, tag: int) -> MPI.Prequest:
-        route = self._route(buf, True)
+        route = None if self._plain(buf, True) else self._route(buf, True)
         if route is None:
-            return init(buf, dest, tag)
+            return init(self, buf, dest, tag)
         out = Outgoing(*route)
-        return wrap_persistent(init(out.spec, dest, tag), out, before_start=out.fill)
+        return wrap_persistent(init(self, out.spec, dest, tag), out, before_start=out.fill)
 
     def Send_init(self, buf: Any, dest: int, tag: int = 0) -> MPI.Prequest:
-        return self._send_init(super().Send_init, buf, dest, tag)
+        return self._send_init(_Comm.Send_init, buf, dest, tag)
 
     def Ssend_init(self, buf: Any, dest: int, tag: int = 0) -> MPI.Prequest:
-        return self._send_init(super().Ssend_init, buf, dest, tag)
+        return self._send_init(_Comm.Ssend_init, buf, dest, tag)
 
     def Recv_init(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> MPI.Prequest:
         spec, inc = self._incoming(buf)
-        request = super().Recv_init(spec, source, tag)
+        request = _Comm.Recv_init(self, spec, source, tag)
         return request if inc is None else wrap_persistent(request, inc, finish=inc.finish)
 
     # -- pack / unpack, like MPI_Pack on this communicator --
