@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from mpi4py import MPI
 
 from ..bindings.mpi_ext import cuda_aware
 from ..datatypes import pack, packer_for, unpack
 from ..datatypes.buffers import HOST_TYPES
 from ..datatypes.ir import StridedBlock
-from .message import Message, parse
+from .message import Message, parse, parse_segments, worth_staging
 from .methods import Incoming, Method, Outgoing, user_view
 from .model import Profile, choose, forced_method, load_profile
 from .requests import wrap, wrap_persistent
@@ -116,7 +117,7 @@ class Interposed:
         route = self._route(spec, True)
         if route is None:
             return spec, None
-        out = Outgoing(*route)
+        out = Outgoing([route[0]], route[1])
         out.fill()
         return out.spec, out
 
@@ -127,7 +128,7 @@ class Interposed:
         route = self._route(spec, False)
         if route is None:
             return spec, None
-        inc = Incoming(*route)
+        inc = Incoming([route[0]], route[1])
         return inc.spec, inc
 
     # -- point to point --
@@ -201,7 +202,7 @@ class Interposed:
         route = None if self._plain(buf, True) else self._route(buf, True)
         if route is None:
             return init(self, buf, dest, tag)
-        out = Outgoing(*route)
+        out = Outgoing([route[0]], route[1])
         return wrap_persistent(init(self, out.spec, dest, tag), out, before_start=out.fill)
 
     def Send_init(self, buf: Any, dest: int, tag: int = 0) -> MPI.Prequest:
@@ -214,6 +215,60 @@ class Interposed:
         spec, inc = self._incoming(buf)
         request = _Comm.Recv_init(self, spec, source, tag)
         return request if inc is None else wrap_persistent(request, inc, finish=inc.finish)
+
+    # -- v/w collectives: each side packed into one buffer of bytes, or given to MPI natively --
+
+    def _segments_method(self, messages: list[Message], sending: bool) -> Method:
+        device = messages[0].device is not None
+        nbytes = sum(m.packed_bytes for m in messages)
+        if not device:
+            for m in messages:
+                packer = packer_for(m.datatype)
+                plan = packer.plan(m.count)
+                if packer.layout is None or plan.lo < 0 or plan.hi > m.nbytes - m.offset:
+                    return Method.NATIVE
+        blocks = sum(m.packed_bytes / _mean_run(packer_for(m.datatype)) for m in messages if m.packed_bytes)
+        run = nbytes / blocks if blocks else 1.0
+        return choose(profile(), nbytes, run, sending, device, self._cuda_aware, self._forced)
+
+    def _w_side(self, spec: Any, sending: bool, byte_displs: bool) -> tuple[Any, Any]:
+        """(w-form spec for MPI, staging or None); (None, None) if this side goes as given."""
+        messages = parse_segments(spec, byte_displs)
+        if messages is None:
+            return None, None
+        as_given = [spec[0], spec[1], [m.offset for m in messages], [m.datatype for m in messages]]
+        if not worth_staging(messages):
+            return as_given, None
+        method = self._segments_method(messages, sending)
+        if method is Method.NATIVE:
+            return as_given, None
+        staging = (Outgoing if sending else Incoming)(messages, method)
+        if sending:
+            staging.fill()
+        sizes = [m.packed_bytes for m in messages]
+        starts = [0, *np.cumsum(sizes[:-1], dtype=np.int64).tolist()] if sizes else []
+        return [staging.buffer, sizes, starts, [MPI.BYTE] * len(sizes)], staging
+
+    def _w_collective(self, call_w, call_as_given, sendbuf: Any, recvbuf: Any, byte_displs: bool) -> None:
+        sspec, sstage = self._w_side(sendbuf, True, byte_displs)
+        rspec, rstage = self._w_side(recvbuf, False, byte_displs)
+        if (sstage is None and rstage is None) or sspec is None or rspec is None:
+            return call_as_given(self, sendbuf, recvbuf)
+        call_w(self, sspec, rspec)
+        if rstage is not None:
+            rstage.finish()
+
+    def Alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
+        self._w_collective(_Comm.Alltoallw, _Comm.Alltoallv, sendbuf, recvbuf, False)
+
+    def Alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
+        self._w_collective(_Comm.Alltoallw, _Comm.Alltoallw, sendbuf, recvbuf, True)
+
+    def Neighbor_alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
+        self._w_collective(MPI.Topocomm.Neighbor_alltoallw, MPI.Topocomm.Neighbor_alltoallv, sendbuf, recvbuf, False)
+
+    def Neighbor_alltoallw(self, sendbuf: Any, recvbuf: Any) -> None:
+        self._w_collective(MPI.Topocomm.Neighbor_alltoallw, MPI.Topocomm.Neighbor_alltoallw, sendbuf, recvbuf, True)
 
     # -- pack / unpack, like MPI_Pack on this communicator --
 

@@ -15,7 +15,7 @@ from mpi4py import MPI
 
 from ..datatypes.buffers import HOST_TYPES, DeviceBuffer, device_buffer, is_device
 
-__all__ = ["Message", "parse"]
+__all__ = ["Message", "parse", "parse_segments", "worth_staging"]
 
 _NAMED = MPI.COMBINER_NAMED
 
@@ -97,3 +97,40 @@ def _message(obj: Any, count_spec: Any, datatype: MPI.Datatype, device: bool) ->
     if not isinstance(count, (int, np.integer)) or not isinstance(displ, (int, np.integer)) or count < 0:
         return None
     return Message(obj, int(count), datatype, int(displ) * extent, nbytes, dev)
+
+
+def parse_segments(spec: Any, byte_displs: bool) -> list[Message] | None:
+    """The segments of a v/w-collective spec ``[buf, counts, displs, datatype(s)]``, else None.
+
+    ``byte_displs``: displacements in bytes (the w collectives) rather than in extents of the
+    datatype (the v collectives). Only the explicit four-item form is read; every other form
+    goes to MPI as it is.
+    """
+    if not isinstance(spec, (list, tuple)) or len(spec) != 4:
+        return None
+    obj, counts, displs, types = spec
+    if obj is None or obj is MPI.BOTTOM or obj is MPI.IN_PLACE:
+        return None
+    if isinstance(types, MPI.Datatype):
+        types = [types] * len(counts)
+    try:
+        if not len(counts) == len(displs) == len(types) or not all(isinstance(t, MPI.Datatype) for t in types):
+            return None
+        counts, displs = [int(c) for c in counts], [int(d) for d in displs]
+    except (TypeError, ValueError):
+        return None
+    if min(counts, default=0) < 0 or min(displs, default=0) < 0:
+        return None
+    device = is_device(obj)
+    dev = device_buffer(obj, "buffer") if device else None
+    try:
+        nbytes = dev.nbytes if dev is not None else MPI.buffer(obj).nbytes
+    except (TypeError, ValueError, BufferError):
+        return None
+    return [Message(obj, c, t, d if byte_displs else d * t.extent, nbytes, dev)
+            for c, d, t in zip(counts, displs, types)]
+
+
+def worth_staging(messages: list[Message]) -> bool:
+    """True if any segment has a derived datatype or lives on the device."""
+    return any(m.device is not None or _is_derived(m.datatype) for m in messages)

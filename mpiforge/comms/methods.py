@@ -11,7 +11,8 @@
 Both sides choose independently: on the wire a packed message is the same bytes MPI would
 send for the datatype, so a packed send matches a native receive and the other way round.
 ``Outgoing`` prepares a send (``fill`` packs, again before every persistent start),
-``Incoming`` a receive (``finish`` unpacks what arrived, once the status is known).
+``Incoming`` a receive (``finish`` unpacks what arrived, once the status is known). Both take
+a list of messages: the segments of a v/w collective travel as one concatenated buffer.
 """
 from __future__ import annotations
 
@@ -63,66 +64,72 @@ def user_view(msg: Message) -> Any:
     return MPI.buffer.fromaddress(buf.address + msg.offset, msg.nbytes - msg.offset, readonly=buf.readonly)
 
 
-class Outgoing:
-    """The contiguous bytes MPI sends for ``msg`` under ``method`` (not NATIVE): ``spec``."""
+def _allocate(nbytes: int, method: Method, sending: bool) -> tuple[Any, Any]:
+    """(host, device) staging buffers of ``method`` for one direction; either may be None."""
+    if method is Method.HOST:
+        return np.empty(nbytes, np.uint8), None
+    if method is Method.ONESHOT:
+        return cuda_memory.mapped_empty(nbytes)
+    if method is Method.STAGED:
+        return cuda_memory.pinned_empty(nbytes), (cuda_memory.device_empty(nbytes) if sending else None)
+    return None, cuda_memory.device_empty(nbytes)
 
-    def __init__(self, msg: Message, method: Method) -> None:
-        self.msg, self.method = msg, method
-        n = msg.packed_bytes
-        self.device = None  # packed device buffer
-        if method is Method.HOST:
-            self.host = np.empty(n, np.uint8)
-        elif method is Method.ONESHOT:
-            self.host, self.device = cuda_memory.mapped_empty(n)
-        else:
-            self.device = cuda_memory.device_empty(n)
-            self.host = cuda_memory.pinned_empty(n) if method is Method.STAGED else None
-        self.spec = [self.device if method is Method.DEVICE else self.host, MPI.BYTE]
+
+class _Staging:
+    """Staging buffers for the concatenated packed bytes of ``messages`` (segments, in order)."""
+
+    def __init__(self, messages: list[Message], method: Method, sending: bool) -> None:
+        self.messages, self.method = messages, method
+        self.nbytes = sum(m.packed_bytes for m in messages)
+        self.host, self.device = _allocate(self.nbytes, method, sending)
+        self.buffer = self.device if method is Method.DEVICE else self.host  # what MPI moves
+        self.spec = [self.buffer, MPI.BYTE]
+
+
+class Outgoing(_Staging):
+    """The contiguous bytes MPI sends for ``messages`` under ``method`` (not NATIVE)."""
+
+    def __init__(self, messages: list[Message], method: Method) -> None:
+        super().__init__(messages, method, True)
 
     def fill(self) -> None:
         """Pack the user's data (now) into the staging buffers."""
-        msg = self.msg
-        pack(user_view(msg), msg.count, msg.datatype, self.host if self.method is Method.HOST else self.device)
+        target = self.host if self.method is Method.HOST else self.device
+        position = 0
+        for msg in self.messages:
+            position = pack(user_view(msg), msg.count, msg.datatype, target, position)
         if self.method is Method.STAGED:
             cuda_memory.to_host(self.device, self.host)
 
 
-class Incoming:
-    """Where MPI receives ``msg``'s bytes under ``method`` (not NATIVE): ``spec``; ``finish`` unpacks."""
+class Incoming(_Staging):
+    """Where MPI receives the bytes of ``messages`` under ``method`` (not NATIVE); ``finish`` unpacks."""
 
-    def __init__(self, msg: Message, method: Method) -> None:
-        self.msg, self.method = msg, method
-        n = msg.packed_bytes
-        self.device = None
-        if method is Method.HOST:
-            self.host = np.empty(n, np.uint8)
-        elif method is Method.ONESHOT:
-            self.host, self.device = cuda_memory.mapped_empty(n)
-        elif method is Method.STAGED:
-            self.host = cuda_memory.pinned_empty(n)
-        else:
-            self.host, self.device = None, cuda_memory.device_empty(n)
-        self.spec = [self.device if method is Method.DEVICE else self.host, MPI.BYTE]
+    def __init__(self, messages: list[Message], method: Method) -> None:
+        super().__init__(messages, method, False)
 
-    def finish(self, status: MPI.Status) -> None:
-        """Unpack the bytes that arrived (``status`` says how many) into the user's buffer."""
-        msg = self.msg
-        received = status.Get_count(MPI.BYTE)
-        size = msg.datatype.size
-        whole = received // size if size else 0
-        if whole:
-            source = self.host if self.method is Method.HOST else self.device
-            if self.method is Method.STAGED:
-                source = cuda_memory.device_empty(whole * size)
-                cuda_memory.to_device(self.host[:whole * size], source)
-            unpack(source, 0, user_view(msg), whole, msg.datatype)
-        if received > whole * size:
-            self._partial(whole, received)
+    def finish(self, status: MPI.Status | None = None) -> None:
+        """Unpack what arrived into the user's buffers: ``status`` says how many bytes (None: all)."""
+        received = self.nbytes if status is None else status.Get_count(MPI.BYTE)
+        source = self.device if self.method is not Method.HOST else self.host
+        if self.method is Method.STAGED and received:
+            source = cuda_memory.device_empty(self.nbytes)
+            cuda_memory.to_device(self.host, source)
+        position = 0
+        for msg in self.messages:
+            size = msg.datatype.size
+            whole = min(msg.count, (received - position) // size) if size else 0
+            if whole > 0:
+                unpack(source, position, user_view(msg), whole, msg.datatype)
+            if whole < msg.count and received > position + whole * size:
+                self._partial(msg, whole, position + whole * size, received)
+            position += msg.packed_bytes
+            if position >= received:
+                break
 
-    def _partial(self, whole: int, received: int) -> None:
+    def _partial(self, msg: Message, whole: int, start: int, received: int) -> None:
         """A trailing part of an element: let MPI place it, exactly as a native receive would."""
-        msg = self.msg
-        tail = np.ascontiguousarray(self._host_bytes()[whole * msg.datatype.size:received])
+        tail = np.ascontiguousarray(self._host_bytes()[start:received])
         at = msg.offset + whole * msg.datatype.extent
         if msg.device is None:
             _place_partial(msg.obj, at, tail, msg.datatype)
@@ -135,7 +142,7 @@ class Incoming:
     def _host_bytes(self) -> np.ndarray:
         if self.host is not None:
             return self.host
-        host = np.empty(self.msg.packed_bytes, np.uint8)
+        host = np.empty(self.nbytes, np.uint8)
         cuda_memory.to_host(self.device, host)
         return host
 
