@@ -1,7 +1,8 @@
 """``mpiforge calibrate``: measure the figures of the method model on this system.
 
-Between ranks 0 and 1 of a job it measures, as one-way times of ping-pongs (medians):
-contiguous latency and bandwidth; MPI's own transfer of vector datatypes whose runs are
+Between rank 0 and a rank on its node (and one on another node, when the job spans nodes)
+it measures, as one-way times of ping-pongs (medians): contiguous latency and bandwidth;
+MPI's own transfer of vector datatypes whose runs are
 8 B ... 32 KiB; and on rank 0 mpiforge's host pack and unpack of the same layouts. Device
 figures are measured only on a real GPU; otherwise the defaults stay (and say so).
 """
@@ -24,21 +25,31 @@ __all__ = ["measure", "main"]
 log = logging.getLogger(__name__)
 
 
-def _pingpong(comm, send, recv, reps: int) -> float:
-    """Median one-way seconds of ``reps`` ping-pongs between ranks 0 and 1 (others idle)."""
+def _pingpong(comm, partner: int, send, recv, reps: int) -> float:
+    """Median one-way seconds of ``reps`` ping-pongs between rank 0 and ``partner`` (others idle)."""
     times = []
     rank = comm.rank
     for _ in range(reps + 1):
         comm.Barrier()
         t = time.perf_counter()
         if rank == 0:
-            comm.Send(send, 1, 11)
-            comm.Recv(recv, 1, 12)
-        elif rank == 1:
+            comm.Send(send, partner, 11)
+            comm.Recv(recv, partner, 12)
+        elif rank == partner:
             comm.Recv(recv, 0, 11)
             comm.Send(send, 0, 12)
         times.append((time.perf_counter() - t) / 2)
     return statistics.median(times[1:])
+
+
+def _partners(comm) -> tuple[int | None, int | None]:
+    """The first rank on rank 0's node and the first on another node (None if there is none)."""
+    from mpi4py import MPI
+
+    names = comm.allgather(MPI.Get_processor_name())
+    local = next((r for r in range(1, comm.size) if names[r] == names[0]), None)
+    remote = next((r for r in range(1, comm.size) if names[r] != names[0]), None)
+    return local, remote
 
 
 def _local(fn, reps: int) -> float:
@@ -61,26 +72,35 @@ def measure(comm, quick: bool = False) -> Profile | None:
         raise ValueError("calibration needs at least 2 ranks (mpiexec -n 2 ...)")
     reps = 5 if quick else 15
     packed = (1 << 20) if quick else (4 << 20)
+    local, remote = _partners(comm)
+    profile = Profile()
     tiny = np.zeros(1, np.uint8)
-    latency = _pingpong(comm, tiny, tiny.copy(), reps * 4)
     big, big_in = np.ones(packed, np.uint8), np.empty(packed, np.uint8)
-    contig = packed / _pingpong(comm, big, big_in, reps) / 1e9
-    native, pack_gbps, unpack_gbps = {}, {}, {}
+    for partner, is_remote in ((local, False), (remote, True)):
+        if partner is None:
+            continue
+        latency = _pingpong(comm, partner, tiny, tiny.copy(), reps * 4)
+        contig = packed / _pingpong(comm, partner, big, big_in, reps) / 1e9
+        if is_remote:
+            profile.remote_latency_s, profile.remote_contig_gbps = latency, contig
+        else:
+            profile.latency_s, profile.contig_gbps = latency, contig
+    native_partner = local if local is not None else remote
     for run in RUNS:
         count = packed // run
         vec = MPI.BYTE.Create_vector(count, run, 2 * run).Commit()
         user, back = np.ones(2 * packed, np.uint8), np.empty(2 * packed, np.uint8)
-        native[str(run)] = packed / _pingpong(comm, [user, 1, vec], [back, 1, vec], reps) / 1e9
+        one_way = _pingpong(comm, native_partner, [user, 1, vec], [back, 1, vec], reps)
+        profile.native_gbps[str(run)] = packed / one_way / 1e9
         if comm.rank == 0:
             out = np.empty(packed, np.uint8)
-            pack_gbps[str(run)] = packed / _local(lambda: pack(user, 1, vec, out), reps) / 1e9
-            unpack_gbps[str(run)] = packed / _local(lambda: unpack(out, 0, back, 1, vec), reps) / 1e9
+            profile.pack_gbps[str(run)] = packed / _local(lambda: pack(user, 1, vec, out), reps) / 1e9
+            profile.unpack_gbps[str(run)] = packed / _local(lambda: unpack(out, 0, back, 1, vec), reps) / 1e9
         vec.Free()
     if comm.rank != 0:
         return None
-    profile = Profile(contig_gbps=contig, latency_s=latency, native_gbps=native, pack_gbps=pack_gbps,
-                      unpack_gbps=unpack_gbps)
-    profile.source = f"calibrated ({'quick' if quick else 'full'}, {comm.size} ranks)"
+    where = ", ".join(f"{what} peer: rank {r}" for what, r in (("local", local), ("remote", remote)) if r is not None)
+    profile.source = f"calibrated ({'quick' if quick else 'full'}; {where})"
     return profile
 
 
@@ -89,7 +109,8 @@ def _report(profile: Profile, path: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"host transfers (GB/s); contiguous {profile.contig_gbps:.2f} GB/s, "
-                        f"latency {profile.latency_s * 1e6:.1f} us")
+                        f"latency {profile.latency_s * 1e6:.1f} us on this node; to another node "
+                        f"{profile.remote_contig_gbps:.2f} GB/s, {profile.remote_latency_s * 1e6:.1f} us")
     for col in ("run B", "MPI datatype", "mpiforge pack", "mpiforge unpack"):
         table.add_column(col, justify="right")
     for run in RUNS:
@@ -98,7 +119,7 @@ def _report(profile: Profile, path: Path) -> None:
                       f"{profile.unpack_gbps[key]:.2f}")
     console = Console()
     console.print(table)
-    console.print(f"device figures: defaults (no GPU measured here); profile written to {path}")
+    console.print(f"{profile.source}; device figures: defaults (no GPU measured here); profile written to {path}")
 
 
 def main(quick: bool, output: str | None, ranks: int) -> None:

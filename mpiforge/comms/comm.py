@@ -59,17 +59,22 @@ class Interposed:
     """The accelerated methods; mixed in before an mpi4py communicator class (see ``Comm``)."""
 
     _forced: Method | None = None
-    _native: tuple[dict, dict]
+    _native: list[dict]
+    _remote: frozenset = frozenset()
     _cuda_aware = False
 
     def _setup(self, method: Method | str | None) -> None:
+        """Collective over the communicator: learns which peers live on other nodes."""
         self._forced = Method(method) if method else forced_method()
         self._cuda_aware = bool(cuda_aware())
-        self._native = ({}, {})  # [sending]: id(datatype object) -> host buffer type that goes natively
+        here = MPI.Get_processor_name()
+        self._remote = frozenset(i for i, name in enumerate(self.allgather(here)) if name != here)
+        # [2 * remote + sending]: id(datatype object) -> host buffer type that goes natively
+        self._native = [{}, {}, {}, {}]
 
     # -- choosing --
 
-    def _plain(self, spec: Any, sending: bool) -> bool:
+    def _plain(self, spec: Any, sending: bool, peer: int) -> bool:
         """True when ``spec`` is known to go to MPI as it is: the hot path, a few hundred ns.
 
         Only native answers for host buffers are cached (the model picks those whatever the
@@ -77,23 +82,24 @@ class Interposed:
         """
         kind = type(spec)
         if (kind is list or kind is tuple) and spec:
-            return self._native[sending].get(id(spec[-1])) is type(spec[0])
+            return self._native[2 * (peer in self._remote) + sending].get(id(spec[-1])) is type(spec[0])
         return kind in HOST_TYPES
 
-    def _route(self, spec: Any, sending: bool) -> tuple[Message, Method] | None:
+    def _route(self, spec: Any, sending: bool, peer: int) -> tuple[Message, Method] | None:
         """The message and method for ``spec``, or None to hand the call to MPI as it is."""
         msg = parse(spec)
-        method = Method.NATIVE if msg is None else self._method(msg, sending)
+        remote = peer in self._remote
+        method = Method.NATIVE if msg is None else self._method(msg, sending, remote)
         if method is Method.NATIVE:
             if (msg is None or msg.device is None) and isinstance(spec, (list, tuple)) and spec:
-                cache = self._native[sending]
+                cache = self._native[2 * remote + sending]
                 if len(cache) > 4096:
                     cache.clear()
                 cache[id(spec[-1])] = type(spec[0])
             return None
         return msg, method
 
-    def _method(self, msg: Message, sending: bool) -> Method:
+    def _method(self, msg: Message, sending: bool, remote: bool) -> Method:
         device = msg.device is not None
         packer = packer_for(msg.datatype)
         if packer.layout is None and not device:
@@ -103,29 +109,29 @@ class Interposed:
             if plan.lo < 0 or plan.hi > msg.nbytes - msg.offset:
                 return Method.NATIVE  # MPI does with out-of-buffer layouts whatever it does
         run = _mean_run(packer) if packer.layout is not None else 1.0
-        return choose(profile(), msg.packed_bytes, run, sending, device, self._cuda_aware, self._forced)
+        return choose(profile(), msg.packed_bytes, run, sending, device, self._cuda_aware, self._forced, remote)
 
-    def method_for(self, spec: Any, sending: bool = True) -> Method:
-        """The method this communicator uses for ``spec`` (for inspection and tests)."""
-        route = self._route(spec, sending)
+    def method_for(self, spec: Any, sending: bool = True, peer: int = 0) -> Method:
+        """The method this communicator uses for ``spec`` sent to (received from) ``peer``."""
+        route = self._route(spec, sending, peer)
         return Method.NATIVE if route is None else route[1]
 
-    def _outgoing(self, spec: Any) -> tuple[Any, Outgoing | None]:
+    def _outgoing(self, spec: Any, peer: int) -> tuple[Any, Outgoing | None]:
         """The spec MPI sends (packed now, unless it goes natively) and the staging to keep alive."""
-        if self._plain(spec, True):
+        if self._plain(spec, True, peer):
             return spec, None
-        route = self._route(spec, True)
+        route = self._route(spec, True, peer)
         if route is None:
             return spec, None
         out = Outgoing([route[0]], route[1])
         out.fill()
         return out.spec, out
 
-    def _incoming(self, spec: Any) -> tuple[Any, Incoming | None]:
+    def _incoming(self, spec: Any, peer: int) -> tuple[Any, Incoming | None]:
         """The spec MPI receives into, and the staging whose ``finish`` unpacks (None: natively)."""
-        if self._plain(spec, False):
+        if self._plain(spec, False, peer):
             return spec, None
-        route = self._route(spec, False)
+        route = self._route(spec, False, peer)
         if route is None:
             return spec, None
         inc = Incoming([route[0]], route[1])
@@ -134,26 +140,26 @@ class Interposed:
     # -- point to point --
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
-        if not self._plain(buf, True):
-            buf = self._outgoing(buf)[0]
+        if not self._plain(buf, True, dest):
+            buf = self._outgoing(buf, dest)[0]
         _Comm.Send(self, buf, dest, tag)
 
     def Ssend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        _Comm.Ssend(self, self._outgoing(buf)[0], dest, tag)
+        _Comm.Ssend(self, self._outgoing(buf, dest)[0], dest, tag)
 
     def Bsend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        _Comm.Bsend(self, self._outgoing(buf)[0], dest, tag)
+        _Comm.Bsend(self, self._outgoing(buf, dest)[0], dest, tag)
 
     def Rsend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        _Comm.Rsend(self, self._outgoing(buf)[0], dest, tag)
+        _Comm.Rsend(self, self._outgoing(buf, dest)[0], dest, tag)
 
     def _isend(self, start, buf: Any, dest: int, tag: int) -> MPI.Request:
-        spec, out = self._outgoing(buf)
+        spec, out = self._outgoing(buf, dest)
         request = start(self, spec, dest, tag)
         return request if out is None else wrap(request, out)
 
     def Isend(self, buf: Any, dest: int, tag: int = 0) -> MPI.Request:
-        if self._plain(buf, True):
+        if self._plain(buf, True, dest):
             return _Comm.Isend(self, buf, dest, tag)
         return self._isend(_Comm.Isend, buf, dest, tag)
 
@@ -168,9 +174,9 @@ class Interposed:
 
     def Recv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG,
              status: MPI.Status | None = None) -> None:
-        if self._plain(buf, False):
+        if self._plain(buf, False, source):
             return _Comm.Recv(self, buf, source, tag, status)
-        spec, inc = self._incoming(buf)
+        spec, inc = self._incoming(buf, source)
         if inc is None:
             return _Comm.Recv(self, spec, source, tag, status)
         status = MPI.Status() if status is None else status
@@ -178,18 +184,18 @@ class Interposed:
         inc.finish(status)
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> MPI.Request:
-        if self._plain(buf, False):
+        if self._plain(buf, False, source):
             return _Comm.Irecv(self, buf, source, tag)
-        spec, inc = self._incoming(buf)
+        spec, inc = self._incoming(buf, source)
         request = _Comm.Irecv(self, spec, source, tag)
         return request if inc is None else wrap(request, inc, inc.finish)
 
     def Sendrecv(self, sendbuf: Any, dest: int, sendtag: int = 0, recvbuf: Any = None,
                  source: int = MPI.ANY_SOURCE, recvtag: int = MPI.ANY_TAG, status: MPI.Status | None = None) -> None:
-        if self._plain(sendbuf, True) and (recvbuf is None or self._plain(recvbuf, False)):
+        if self._plain(sendbuf, True, dest) and (recvbuf is None or self._plain(recvbuf, False, source)):
             return _Comm.Sendrecv(self, sendbuf, dest, sendtag, recvbuf, source, recvtag, status)
-        sspec, _out = self._outgoing(sendbuf)
-        rspec, inc = self._incoming(recvbuf) if recvbuf is not None else (None, None)
+        sspec, _out = self._outgoing(sendbuf, dest)
+        rspec, inc = self._incoming(recvbuf, source) if recvbuf is not None else (None, None)
         if inc is not None and status is None:
             status = MPI.Status()
         _Comm.Sendrecv(self, sspec, dest, sendtag, rspec, source, recvtag, status)
@@ -199,7 +205,7 @@ class Interposed:
     # -- persistent --
 
     def _send_init(self, init, buf: Any, dest: int, tag: int) -> MPI.Prequest:
-        route = None if self._plain(buf, True) else self._route(buf, True)
+        route = None if self._plain(buf, True, dest) else self._route(buf, True, dest)
         if route is None:
             return init(self, buf, dest, tag)
         out = Outgoing([route[0]], route[1])
@@ -212,7 +218,7 @@ class Interposed:
         return self._send_init(_Comm.Ssend_init, buf, dest, tag)
 
     def Recv_init(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> MPI.Prequest:
-        spec, inc = self._incoming(buf)
+        spec, inc = self._incoming(buf, source)
         request = _Comm.Recv_init(self, spec, source, tag)
         return request if inc is None else wrap_persistent(request, inc, finish=inc.finish)
 
@@ -229,7 +235,7 @@ class Interposed:
                     return Method.NATIVE
         blocks = sum(m.packed_bytes / _mean_run(packer_for(m.datatype)) for m in messages if m.packed_bytes)
         run = nbytes / blocks if blocks else 1.0
-        return choose(profile(), nbytes, run, sending, device, self._cuda_aware, self._forced)
+        return choose(profile(), nbytes, run, sending, device, self._cuda_aware, self._forced, bool(self._remote))
 
     def _w_side(self, spec: Any, sending: bool, byte_displs: bool) -> tuple[Any, Any]:
         """(w-form spec for MPI, staging or None); (None, None) if this side goes as given."""

@@ -6,13 +6,15 @@ and the device figures. A transfer costs its sender's side plus its receiver's s
 side of a message of ``n`` packed bytes whose runs average ``b`` bytes (``wire`` = latency +
 n / contig, the contiguous transfer both sides share):
 
-    native   (latency + n / native(b)) / 2        (MPI packs and unpacks as it transfers)
+    native   (latency + n / native(b)) / 2        (MPI packs and unpacks as it transfers;
+                                                   to another node at most at link speed)
     host     n / pack(b) + wire / 2               (receive: unpack)
     device   launch + n / device_pack + wire / 2
     staged   launch + n / device_pack + copy + n / d2h + wire / 2     (receive: h2d)
     oneshot  launch + n / mapped + wire / 2       (the kernel writes host memory over the bus)
 
-Throughputs are interpolated in log2(b).
+Peers on another node use the remote latency and bandwidth. Throughputs are interpolated
+in log2(b).
 """
 from __future__ import annotations
 
@@ -41,8 +43,10 @@ def _by_run(*gbps: float) -> dict[str, float]:
 class Profile:
     """Throughputs in GB/s (1e9 bytes per second) and fixed costs in seconds."""
 
-    contig_gbps: float = 8.0
+    contig_gbps: float = 8.0  # a peer on this node (shared memory)
     latency_s: float = 2e-6
+    remote_contig_gbps: float = 1.2  # a peer on another node (default: 10 Gb/s Ethernet)
+    remote_latency_s: float = 30e-6
     native_gbps: dict[str, float] = field(default_factory=lambda: _by_run(2.5, 3.0, 4.0, 6.0, 7.0))
     pack_gbps: dict[str, float] = field(default_factory=lambda: _by_run(2.7, 3.2, 4.5, 6.0, 7.0))
     unpack_gbps: dict[str, float] = field(default_factory=lambda: _by_run(2.6, 5.0, 6.5, 6.5, 7.0))
@@ -107,12 +111,18 @@ def _at(table: dict[str, float], run: float) -> float:
     return points[-1][1]
 
 
-def predict(p: Profile, method: Method, nbytes: int, run: float, sending: bool, device: bool) -> float:
-    """Seconds this side spends moving ``nbytes`` packed bytes of runs of ``run`` bytes."""
+def predict(p: Profile, method: Method, nbytes: int, run: float, sending: bool, device: bool,
+            remote: bool = False) -> float:
+    """Seconds this side spends moving ``nbytes`` packed bytes of runs of ``run`` bytes to or
+    from a peer on this node, or (``remote``) on another one."""
     n = nbytes / 1e9  # seconds = n / GB/s
-    half_wire = (p.latency_s + n / p.contig_gbps) / 2
+    latency, contig = (p.remote_latency_s, p.remote_contig_gbps) if remote else (p.latency_s, p.contig_gbps)
+    half_wire = (latency + n / contig) / 2
     if method is Method.NATIVE:
-        return (p.latency_s + n / _at(p.native_device_gbps if device else p.native_gbps, run)) / 2
+        native = _at(p.native_device_gbps if device else p.native_gbps, run)
+        if remote:  # MPI pipelines its packing with the network: the slower of the two
+            native = min(native, contig)
+        return (latency + n / native) / 2
     if method is Method.HOST:
         return n / _at(p.pack_gbps if sending else p.unpack_gbps, run) + half_wire
     if method is Method.DEVICE:
@@ -136,7 +146,7 @@ def forced_method() -> Method | None:
 
 
 def choose(p: Profile, nbytes: int, run: float, sending: bool, device: bool, cuda_aware: bool,
-           forced: Method | None = None) -> Method:
+           forced: Method | None = None, remote: bool = False) -> Method:
     """The method for one side of a message: ``forced`` where it applies, else the cheapest.
 
     Device memory never goes to MPI (native or device) unless MPI is CUDA-aware. A forced
@@ -147,4 +157,4 @@ def choose(p: Profile, nbytes: int, run: float, sending: bool, device: bool, cud
                if cuda_aware or not device or m not in (Method.NATIVE, Method.DEVICE)]
     if forced in allowed:
         return forced
-    return min(allowed, key=lambda m: predict(p, m, nbytes, run, sending, device))
+    return min(allowed, key=lambda m: predict(p, m, nbytes, run, sending, device, remote))
