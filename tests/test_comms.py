@@ -230,6 +230,32 @@ def body_device(comm: MPI.Comm, method: str) -> None:
     dt.Free()
 
 
+class DLPackOnly:
+    """Host memory seen only through DLPack (as a CPU torch tensor is)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __dlpack__(self, **kwargs):
+        return self.array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+
+def body_dlpack(comm: MPI.Comm) -> None:
+    """Buffers that offer only DLPack go through the host method like numpy arrays."""
+    ours = interposed(comm, "host")
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    dt = MPI.DOUBLE.Create_vector(3, 2, 4).Commit()
+    src, got, want = np.arange(12.0) + comm.rank, np.full(12, -1.0), np.full(12, -1.0)
+    comm.Sendrecv([src, 1, dt], right, 0, [want, 1, dt], left, 0)
+    assert ours.method_for([DLPackOnly(src), 1, dt]).value == "host"
+    ours.Sendrecv([DLPackOnly(src), 1, dt], right, 0, [DLPackOnly(got), 1, dt], left, 0)
+    assert np.array_equal(got, want)
+    dt.Free()
+
+
 def body_no_gpu_library(comm: MPI.Comm) -> None:
     """A device buffer with no GPU and no simulator: a clear ERR_BUFFER, never a device pointer to MPI."""
     from mpiforge.bindings.fake_cuda import FakeDeviceArray
@@ -266,6 +292,10 @@ def test_bad_input_same_errors(method: str) -> None:
 def test_device_methods_in_simulator(method: str, cuda_aware: str) -> None:
     env = {"NUMBA_ENABLE_CUDASIM": "1", "MPIFORGE_CUDA_AWARE": cuda_aware, "MPIFORGE_METHOD": method}
     run_ranks(body_device, 2, TIMEOUT, args=(method,), env=env)
+
+
+def test_dlpack_host_buffers() -> None:
+    run_ranks(body_dlpack, 2, TIMEOUT)
 
 
 def test_device_buffer_without_gpu_runtime() -> None:
