@@ -208,6 +208,24 @@ def body_bad_input(comm: MPI.Comm, method: str) -> None:
     comm.Barrier()
 
 
+def body_short_messages(comm: MPI.Comm, method: str) -> None:
+    """Fewer bytes than the receive asked for, down to part of an element: same buffer, same
+    Get_count / Get_elements as plain mpi4py."""
+    ours = interposed(comm, method)
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    dt = MPI.DOUBLE.Create_vector(3, 1, 2).Commit()  # 3 doubles per element, extent 5 doubles
+    for sent in (0, 2, 3, 5, 6):
+        results = []
+        for c in (comm, ours):
+            dst, st = np.full(12, -1.0), MPI.Status()
+            req = c.Irecv([dst, 2, dt], left, 3)
+            c.Send([np.arange(sent, dtype=np.float64) + 10 * comm.rank, MPI.DOUBLE], right, 3)
+            req.Wait(st)
+            results.append((dst.tobytes(), st.Get_count(dt), st.Get_elements(MPI.DOUBLE), st.Get_count(MPI.BYTE)))
+        assert results[0] == results[1], f"{method}, {sent} doubles sent: {results}"
+    dt.Free()
+
+
 def body_device(comm: MPI.Comm, method: str) -> None:
     """Fake device arrays through the device kernels (numba's simulator) equal host transfers."""
     from mpiforge.bindings.fake_cuda import FakeDeviceArray
@@ -286,6 +304,11 @@ def test_v_and_w_collectives(nprocs: int, method: str) -> None:
 @pytest.mark.parametrize("method", ["host", "native"])
 def test_bad_input_same_errors(method: str) -> None:
     run_ranks(body_bad_input, 2, TIMEOUT, args=(method,))
+
+
+@pytest.mark.parametrize("method", ["host", "native"])
+def test_short_messages_and_partial_elements(method: str) -> None:
+    run_ranks(body_short_messages, 2, TIMEOUT, args=(method,))
 
 
 @pytest.mark.parametrize("method,cuda_aware", [("staged", "0"), ("oneshot", "0"), ("device", "1"), ("native", "1")])
