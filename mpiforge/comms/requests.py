@@ -18,11 +18,19 @@ __all__ = ["Request", "Prequest", "wrap", "wrap_persistent"]
 _Request, _Prequest = MPI.Request, MPI.Prequest
 Finish = Callable[[MPI.Status], None]
 _orphans: list[Any] = []  # staging buffers of requests freed while active: MPI may still use them
+_live: set[int] = set()  # ids of requests with a finishing step still to run: when empty, the
+#                          class methods below are MPI's own (no statuses to create, no loops)
+
+
+def _activate(req: Any) -> None:
+    req._active = True
+    _live.add(id(req))
 
 
 def _finish(req: Any, status: MPI.Status) -> None:
     if getattr(req, "_active", False):
         req._active = False
+        _live.discard(id(req))
         if req._finish is not None:
             req._finish(status)
         if not isinstance(req, _Prequest):
@@ -60,10 +68,13 @@ class _Finishing:
     def Free(self) -> None:
         if self._active:
             _orphans.append(self._keep)
+            _live.discard(id(self))
         super().Free()
 
     @classmethod
     def Waitall(cls, requests: Sequence[Any], statuses: list | None = None) -> bool:
+        if not _live:
+            return _Request.Waitall(requests, statuses)
         statuses = _statuses(requests, statuses)
         _Request.Waitall(requests, statuses)
         for req, status in zip(requests, statuses):
@@ -72,6 +83,8 @@ class _Finishing:
 
     @classmethod
     def Testall(cls, requests: Sequence[Any], statuses: list | None = None) -> bool:
+        if not _live:
+            return _Request.Testall(requests, statuses)
         statuses = _statuses(requests, statuses)
         done = _Request.Testall(requests, statuses)
         if done:
@@ -81,6 +94,8 @@ class _Finishing:
 
     @classmethod
     def Waitany(cls, requests: Sequence[Any], status: MPI.Status | None = None) -> int:
+        if not _live:
+            return _Request.Waitany(requests, status)
         status = MPI.Status() if status is None else status
         index = _Request.Waitany(requests, status)
         if index != MPI.UNDEFINED:
@@ -89,6 +104,8 @@ class _Finishing:
 
     @classmethod
     def Testany(cls, requests: Sequence[Any], status: MPI.Status | None = None) -> tuple[int, bool]:
+        if not _live:
+            return _Request.Testany(requests, status)
         status = MPI.Status() if status is None else status
         index, done = _Request.Testany(requests, status)
         if done and index != MPI.UNDEFINED:
@@ -97,6 +114,8 @@ class _Finishing:
 
     @classmethod
     def Waitsome(cls, requests: Sequence[Any], statuses: list | None = None) -> list[int] | None:
+        if not _live:
+            return _Request.Waitsome(requests, statuses)
         statuses = _statuses(requests, statuses)
         indices = _Request.Waitsome(requests, statuses)
         for i, index in enumerate(indices or ()):
@@ -105,6 +124,8 @@ class _Finishing:
 
     @classmethod
     def Testsome(cls, requests: Sequence[Any], statuses: list | None = None) -> list[int] | None:
+        if not _live:
+            return _Request.Testsome(requests, statuses)
         statuses = _statuses(requests, statuses)
         indices = _Request.Testsome(requests, statuses)
         for i, index in enumerate(indices or ()):
@@ -139,7 +160,7 @@ class Prequest(_Finishing, _Prequest, metaclass=_CoversPlain):
         if self._before_start is not None:
             self._before_start()
         super().Start()
-        self._active = True
+        _activate(self)
 
     @classmethod
     def Startall(cls, requests: Sequence[Any]) -> None:
@@ -150,13 +171,14 @@ class Prequest(_Finishing, _Prequest, metaclass=_CoversPlain):
         _Prequest.Startall(requests)
         for req in requests:
             if isinstance(req, _Finishing):
-                req._active = True
+                _activate(req)
 
 
 def wrap(request: MPI.Request, keep: Any, finish: Finish | None = None) -> Request:
     """A Request over ``request``'s handle that keeps ``keep`` alive and runs ``finish`` once."""
     out = Request(request)
-    out._keep, out._finish, out._active = keep, finish, True
+    out._keep, out._finish = keep, finish
+    _activate(out)
     return out
 
 
