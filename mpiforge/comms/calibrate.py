@@ -62,6 +62,20 @@ def _local(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def _staging_cost(comm, partner: int, reps: int) -> float:
+    """Seconds one side of a tiny staged message costs beyond a native one (Python's share)."""
+    from mpi4py import MPI
+
+    from .comm import Comm
+
+    tiny = MPI.BYTE.Create_vector(2, 1, 2).Commit()
+    src, dst = np.ones(4, np.uint8), np.empty(4, np.uint8)
+    one_way = {m: _pingpong(Comm(comm, m), partner, [src, 1, tiny], [dst, 1, tiny], reps * 20)
+               for m in ("native", "host")}
+    tiny.Free()
+    return max(0.0, (one_way["host"] - one_way["native"]) / 2)
+
+
 def measure(comm, quick: bool = False) -> Profile | None:
     """Measure a Profile between ranks 0 and 1 of ``comm`` (collective); rank 0 gets it."""
     from mpi4py import MPI
@@ -86,6 +100,7 @@ def measure(comm, quick: bool = False) -> Profile | None:
         else:
             profile.latency_s, profile.contig_gbps = latency, contig
     native_partner = local if local is not None else remote
+    profile.stage_s = _staging_cost(comm, native_partner, reps)
     for run in RUNS:
         count = packed // run
         vec = MPI.BYTE.Create_vector(count, run, 2 * run).Commit()
@@ -110,7 +125,8 @@ def _report(profile: Profile, path: Path) -> None:
 
     table = Table(title=f"host transfers (GB/s); contiguous {profile.contig_gbps:.2f} GB/s, "
                         f"latency {profile.latency_s * 1e6:.1f} us on this node; to another node "
-                        f"{profile.remote_contig_gbps:.2f} GB/s, {profile.remote_latency_s * 1e6:.1f} us")
+                        f"{profile.remote_contig_gbps:.2f} GB/s, {profile.remote_latency_s * 1e6:.1f} us; "
+                        f"staging {profile.stage_s * 1e6:.1f} us per side")
     for col in ("run B", "MPI datatype", "mpiforge pack", "mpiforge unpack"):
         table.add_column(col, justify="right")
     for run in RUNS:

@@ -71,6 +71,7 @@ class Interposed:
         self._remote = frozenset(i for i, name in enumerate(self.allgather(here)) if name != here)
         # [2 * remote + sending]: id(datatype object) -> host buffer type that goes natively
         self._native = [{}, {}, {}, {}]
+        self._decisions: dict[tuple, Method] = {}  # (packer, bytes, side, device, remote) -> method
 
     # -- choosing --
 
@@ -108,8 +109,15 @@ class Interposed:
             plan = packer.plan(msg.count)
             if plan.lo < 0 or plan.hi > msg.nbytes - msg.offset:
                 return Method.NATIVE  # MPI does with out-of-buffer layouts whatever it does
-        run = _mean_run(packer) if packer.layout is not None else 1.0
-        return choose(profile(), msg.packed_bytes, run, sending, device, self._cuda_aware, self._forced, remote)
+        key = (id(packer), msg.packed_bytes, sending, device, remote)
+        method = self._decisions.get(key)
+        if method is None:  # a stale key (an id reused) can only cost speed: every method is exact
+            run = _mean_run(packer) if packer.layout is not None else 1.0
+            method = choose(profile(), msg.packed_bytes, run, sending, device, self._cuda_aware, self._forced, remote)
+            if len(self._decisions) > 4096:
+                self._decisions.clear()
+            self._decisions[key] = method
+        return method
 
     def method_for(self, spec: Any, sending: bool = True, peer: int = 0) -> Method:
         """The method this communicator uses for ``spec`` sent to (received from) ``peer``."""
@@ -139,19 +147,25 @@ class Interposed:
 
     # -- point to point --
 
+    def _blocking_send(self, call, buf: Any, dest: int, tag: int) -> None:
+        spec, out = self._outgoing(buf, dest)
+        call(self, spec, dest, tag)
+        if out is not None:
+            out.release()
+
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
-        if not self._plain(buf, True, dest):
-            buf = self._outgoing(buf, dest)[0]
-        _Comm.Send(self, buf, dest, tag)
+        if self._plain(buf, True, dest):
+            return _Comm.Send(self, buf, dest, tag)
+        self._blocking_send(_Comm.Send, buf, dest, tag)
 
     def Ssend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        _Comm.Ssend(self, self._outgoing(buf, dest)[0], dest, tag)
+        self._blocking_send(_Comm.Ssend, buf, dest, tag)
 
-    def Bsend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        _Comm.Bsend(self, self._outgoing(buf, dest)[0], dest, tag)
+    def Bsend(self, buf: Any, dest: int, tag: int = 0) -> None:  # MPI copies into the attached buffer
+        self._blocking_send(_Comm.Bsend, buf, dest, tag)
 
     def Rsend(self, buf: Any, dest: int, tag: int = 0) -> None:
-        _Comm.Rsend(self, self._outgoing(buf, dest)[0], dest, tag)
+        self._blocking_send(_Comm.Rsend, buf, dest, tag)
 
     def _isend(self, start, buf: Any, dest: int, tag: int) -> MPI.Request:
         spec, out = self._outgoing(buf, dest)
@@ -180,8 +194,11 @@ class Interposed:
         if inc is None:
             return _Comm.Recv(self, spec, source, tag, status)
         status = MPI.Status() if status is None else status
-        _Comm.Recv(self, spec, source, tag, status)
-        inc.finish(status)
+        try:
+            _Comm.Recv(self, spec, source, tag, status)
+            inc.finish(status)
+        finally:
+            inc.release()
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> MPI.Request:
         if self._plain(buf, False, source):
@@ -194,13 +211,18 @@ class Interposed:
                  source: int = MPI.ANY_SOURCE, recvtag: int = MPI.ANY_TAG, status: MPI.Status | None = None) -> None:
         if self._plain(sendbuf, True, dest) and (recvbuf is None or self._plain(recvbuf, False, source)):
             return _Comm.Sendrecv(self, sendbuf, dest, sendtag, recvbuf, source, recvtag, status)
-        sspec, _out = self._outgoing(sendbuf, dest)
+        sspec, out = self._outgoing(sendbuf, dest)
         rspec, inc = self._incoming(recvbuf, source) if recvbuf is not None else (None, None)
         if inc is not None and status is None:
             status = MPI.Status()
-        _Comm.Sendrecv(self, sspec, dest, sendtag, rspec, source, recvtag, status)
-        if inc is not None:
-            inc.finish(status)
+        try:
+            _Comm.Sendrecv(self, sspec, dest, sendtag, rspec, source, recvtag, status)
+            if inc is not None:
+                inc.finish(status)
+        finally:
+            for staging in (out, inc):
+                if staging is not None:
+                    staging.release()
 
     # -- persistent --
 
@@ -260,9 +282,14 @@ class Interposed:
         rspec, rstage = self._w_side(recvbuf, False, byte_displs)
         if (sstage is None and rstage is None) or sspec is None or rspec is None:
             return call_as_given(self, sendbuf, recvbuf)
-        call_w(self, sspec, rspec)
-        if rstage is not None:
-            rstage.finish()
+        try:
+            call_w(self, sspec, rspec)
+            if rstage is not None:
+                rstage.finish()
+        finally:
+            for staging in (sstage, rstage):
+                if staging is not None:
+                    staging.release()
 
     def Alltoallv(self, sendbuf: Any, recvbuf: Any) -> None:
         self._w_collective(_Comm.Alltoallw, _Comm.Alltoallv, sendbuf, recvbuf, False)

@@ -25,6 +25,7 @@ from mpi4py import MPI
 from ..bindings import cuda_memory
 from ..datatypes import pack, unpack
 from .message import Message
+from .pool import host_pool
 from .requests import _Request
 
 __all__ = ["Method", "HOST_METHODS", "DEVICE_METHODS", "Outgoing", "Incoming", "user_view"]
@@ -67,7 +68,7 @@ def user_view(msg: Message) -> Any:
 def _allocate(nbytes: int, method: Method, sending: bool) -> tuple[Any, Any]:
     """(host, device) staging buffers of ``method`` for one direction; either may be None."""
     if method is Method.HOST:
-        return np.empty(nbytes, np.uint8), None
+        return host_pool.take(nbytes), None
     if method is Method.ONESHOT:
         return cuda_memory.mapped_empty(nbytes)
     if method is Method.STAGED:
@@ -84,6 +85,12 @@ class _Staging:
         self.host, self.device = _allocate(self.nbytes, method, sending)
         self.buffer = self.device if method is Method.DEVICE else self.host  # what MPI moves
         self.spec = [self.buffer, MPI.BYTE]
+
+    def release(self) -> None:
+        """Done with the staging buffers (MPI no longer uses them): host ones go back to the pool."""
+        if self.method is Method.HOST and self.host is not None:
+            host_pool.give(self.host)
+            self.host = self.buffer = self.spec = None
 
 
 class Outgoing(_Staging):

@@ -8,10 +8,10 @@ n / contig, the contiguous transfer both sides share):
 
     native   (latency + n / native(b)) / 2        (MPI packs and unpacks as it transfers;
                                                    to another node at most at link speed)
-    host     n / pack(b) + wire / 2               (receive: unpack)
-    device   launch + n / device_pack + wire / 2
-    staged   launch + n / device_pack + copy + n / d2h + wire / 2     (receive: h2d)
-    oneshot  launch + n / mapped + wire / 2       (the kernel writes host memory over the bus)
+    host     stage + n / pack(b) + wire / 2       (receive: unpack)
+    device   stage + launch + n / device_pack + wire / 2
+    staged   stage + launch + n / device_pack + copy + n / d2h + wire / 2     (receive: h2d)
+    oneshot  stage + launch + n / mapped + wire / 2       (the kernel writes host memory over the bus)
 
 Peers on another node use the remote latency and bandwidth. Throughputs are interpolated
 in log2(b).
@@ -59,6 +59,7 @@ class Profile:
     mapped_gbps: float = 9.0
     launch_s: float = 8e-6
     copy_s: float = 10e-6
+    stage_s: float = 8e-6  # Python work of one side of a staged message (choose, allocate, wrap)
     source: str = "defaults"
 
     def save(self, path: Path) -> None:
@@ -123,6 +124,7 @@ def predict(p: Profile, method: Method, nbytes: int, run: float, sending: bool, 
         if remote:  # MPI pipelines its packing with the network: the slower of the two
             native = min(native, contig)
         return (latency + n / native) / 2
+    half_wire += p.stage_s  # every method but native stages in Python
     if method is Method.HOST:
         return n / _at(p.pack_gbps if sending else p.unpack_gbps, run) + half_wire
     if method is Method.DEVICE:

@@ -33,8 +33,9 @@ def _finish(req: Any, status: MPI.Status) -> None:
         _live.discard(id(req))
         if req._finish is not None:
             req._finish(status)
-        if not isinstance(req, _Prequest):
-            req._keep = None  # the staging buffer is no longer needed
+        if not isinstance(req, _Prequest) and req._keep is not None:
+            req._keep.release()  # the staging buffers are no longer needed
+            req._keep = None
 
 
 def _statuses(requests: Sequence[Any], statuses: list | None) -> list[MPI.Status]:
