@@ -208,6 +208,44 @@ def body_bad_input(comm: MPI.Comm, method: str) -> None:
     comm.Barrier()
 
 
+def body_pack_and_buffered(comm: MPI.Comm, seeds: list[int]) -> None:
+    """Comm.Pack/Unpack/Pack_size equal MPI_Pack's; Bsend and Rsend deliver what Send does."""
+    ours = interposed(comm, "host")
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    for seed in seeds:
+        dt = commit_random(seed)
+        src, _ = buffers(dt, 2, comm.rank)
+        size = dt.Pack_size(2, comm)
+        assert ours.Pack_size(2, dt) == size
+        want, got = bytearray(size + 8), bytearray(size + 8)
+        window = MPI.buffer.fromaddress(src.ctypes.data, 2 * dt.extent, readonly=True)
+        end = dt.Pack(window, want, 4, comm)
+        assert ours.Pack([src, 2, dt], got, 4) == end and got == want, f"seed {seed}: Pack differs"
+        back_want, back_got = buffers(dt, 2, 0, fill=1)[1], buffers(dt, 2, 0, fill=1)[1]
+        dt.Unpack(want, 4, MPI.buffer.fromaddress(back_want.ctypes.data, 2 * dt.extent), comm)
+        assert ours.Unpack(got, 4, [back_got, 2, dt]) == end
+        assert np.array_equal(back_got, back_want), f"seed {seed}: Unpack differs"
+        _, plain = buffers(dt, 2, comm.rank)
+        comm.Sendrecv([src, 2, dt], right, 0, [plain, 2, dt], left, 0)
+        MPI.Attach_buffer(bytearray(4 * size + 4 * MPI.BSEND_OVERHEAD + 64))
+        _, got = buffers(dt, 2, comm.rank)
+        req = ours.Irecv([got, 2, dt], left, 1)
+        comm.Barrier()  # every receive is posted: a ready send is legal now
+        ours.Bsend([src, 2, dt], right, 1)
+        req.Wait()
+        assert np.array_equal(got, plain), f"seed {seed}: Bsend differs"
+        _, got = buffers(dt, 2, comm.rank)
+        req = ours.Irecv([got, 2, dt], left, 2)
+        comm.Barrier()
+        ours.Rsend([src, 2, dt], right, 2)
+        req.Wait()
+        assert np.array_equal(got, plain), f"seed {seed}: Rsend differs"
+        MPI.Detach_buffer()
+        dt.Free()
+    named, out = np.arange(3.0), bytearray(16)
+    assert ours.Pack([named, 2, MPI.DOUBLE], out, 0) == 16 and bytes(out) == named[:2].tobytes()
+
+
 def body_short_messages(comm: MPI.Comm, method: str) -> None:
     """Fewer bytes than the receive asked for, down to part of an element: same buffer, same
     Get_count / Get_elements as plain mpi4py."""
@@ -304,6 +342,10 @@ def test_v_and_w_collectives(nprocs: int, method: str) -> None:
 @pytest.mark.parametrize("method", ["host", "native"])
 def test_bad_input_same_errors(method: str) -> None:
     run_ranks(body_bad_input, 2, TIMEOUT, args=(method,))
+
+
+def test_pack_unpack_bsend_rsend() -> None:
+    run_ranks(body_pack_and_buffered, 3, TIMEOUT, args=(list(range(80, 88)),))
 
 
 @pytest.mark.parametrize("method", ["host", "native"])

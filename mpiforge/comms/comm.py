@@ -23,6 +23,7 @@ from mpi4py import MPI
 from ..bindings.mpi_ext import cuda_aware
 from ..datatypes import pack, packer_for, unpack
 from ..datatypes.buffers import HOST_TYPES
+from ..datatypes.errors import PackError
 from ..datatypes.ir import StridedBlock
 from .message import Message, parse, parse_segments, worth_staging
 from .methods import Incoming, Method, Outgoing, user_view
@@ -309,16 +310,16 @@ class Interposed:
         """Pack the message ``inbuf`` (``[buf, count, datatype]``) into ``outbuf`` at ``position``."""
         msg = parse(inbuf)
         if msg is None:
-            buf, count, datatype = _explicit(inbuf)
-            return datatype.Pack([buf, count, datatype] if count is not None else buf, outbuf, position, self)
+            window, datatype = _mpi_window(inbuf, readonly=True)
+            return datatype.Pack(window, outbuf, position, self)
         return pack(user_view(msg), msg.count, msg.datatype, outbuf, position)
 
     def Unpack(self, inbuf: Any, position: int, outbuf: Any) -> int:
         """Unpack from ``inbuf`` at ``position`` into the message ``outbuf``; the new position."""
         msg = parse(outbuf)
         if msg is None:
-            buf, count, datatype = _explicit(outbuf)
-            return datatype.Unpack(inbuf, position, [buf, count, datatype] if count is not None else buf, self)
+            window, datatype = _mpi_window(outbuf, readonly=False)
+            return datatype.Unpack(inbuf, position, window, self)
         return unpack(inbuf, position, user_view(msg), msg.count, msg.datatype)
 
     def Pack_size(self, count: int, datatype: MPI.Datatype) -> int:
@@ -326,10 +327,16 @@ class Interposed:
         return datatype.Pack_size(count, self)
 
 
-def _explicit(spec: Any) -> tuple[Any, int | None, MPI.Datatype]:
-    if isinstance(spec, (list, tuple)) and len(spec) in (2, 3) and isinstance(spec[-1], MPI.Datatype):
-        return spec[0], (spec[1] if len(spec) == 3 else None), spec[-1]
-    raise MPI.Exception(MPI.ERR_TYPE)
+def _mpi_window(spec: Any, readonly: bool) -> tuple[Any, MPI.Datatype]:
+    """For MPI's own Pack/Unpack (which count elements by buffer size): ``[buf, count, datatype]``
+    as a window of exactly ``count`` extents, or ``[buf, datatype]`` as it is."""
+    if not (isinstance(spec, (list, tuple)) and len(spec) in (2, 3) and isinstance(spec[-1], MPI.Datatype)):
+        raise PackError(MPI.ERR_ARG, "expected [buffer, datatype] or [buffer, count, datatype]")
+    buf, datatype = spec[0], spec[-1]
+    if len(spec) == 2:
+        return buf, datatype
+    mem = MPI.buffer(buf)
+    return MPI.buffer.fromaddress(mem.address, int(spec[1]) * datatype.extent, readonly=readonly), datatype
 
 
 def _constructor(name: str):
