@@ -125,31 +125,23 @@ class Interposed:
         route = self._route(spec, sending, peer)
         return Method.NATIVE if route is None else route[1]
 
-    def _outgoing(self, spec: Any, peer: int) -> tuple[Any, Outgoing | None]:
-        """The spec MPI sends (packed now, unless it goes natively) and the staging to keep alive."""
-        if self._plain(spec, True, peer):
+    def _stage(self, spec: Any, sending: bool, peer: int) -> tuple[Any, Outgoing | Incoming | None]:
+        """The spec MPI moves (a staging buffer, packed now if sending, unless the message goes
+        natively) and the staging to keep until MPI is done (an Incoming's ``finish`` unpacks)."""
+        if self._plain(spec, sending, peer):
             return spec, None
-        route = self._route(spec, True, peer)
+        route = self._route(spec, sending, peer)
         if route is None:
             return spec, None
-        out = Outgoing([route[0]], route[1])
-        out.fill()
-        return out.spec, out
-
-    def _incoming(self, spec: Any, peer: int) -> tuple[Any, Incoming | None]:
-        """The spec MPI receives into, and the staging whose ``finish`` unpacks (None: natively)."""
-        if self._plain(spec, False, peer):
-            return spec, None
-        route = self._route(spec, False, peer)
-        if route is None:
-            return spec, None
-        inc = Incoming([route[0]], route[1])
-        return inc.spec, inc
+        staging = (Outgoing if sending else Incoming)([route[0]], route[1])
+        if sending:
+            staging.fill()
+        return staging.spec, staging
 
     # -- point to point --
 
     def _blocking_send(self, call, buf: Any, dest: int, tag: int) -> None:
-        spec, out = self._outgoing(buf, dest)
+        spec, out = self._stage(buf, True, dest)
         call(self, spec, dest, tag)
         if out is not None:
             out.release()
@@ -169,7 +161,7 @@ class Interposed:
         self._blocking_send(_Comm.Rsend, buf, dest, tag)
 
     def _isend(self, start, buf: Any, dest: int, tag: int) -> MPI.Request:
-        spec, out = self._outgoing(buf, dest)
+        spec, out = self._stage(buf, True, dest)
         request = start(self, spec, dest, tag)
         return request if out is None else wrap(request, out)
 
@@ -191,7 +183,7 @@ class Interposed:
              status: MPI.Status | None = None) -> None:
         if self._plain(buf, False, source):
             return _Comm.Recv(self, buf, source, tag, status)
-        spec, inc = self._incoming(buf, source)
+        spec, inc = self._stage(buf, False, source)
         if inc is None:
             return _Comm.Recv(self, spec, source, tag, status)
         status = MPI.Status() if status is None else status
@@ -204,7 +196,7 @@ class Interposed:
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> MPI.Request:
         if self._plain(buf, False, source):
             return _Comm.Irecv(self, buf, source, tag)
-        spec, inc = self._incoming(buf, source)
+        spec, inc = self._stage(buf, False, source)
         request = _Comm.Irecv(self, spec, source, tag)
         return request if inc is None else wrap(request, inc, inc.finish)
 
@@ -212,8 +204,8 @@ class Interposed:
                  source: int = MPI.ANY_SOURCE, recvtag: int = MPI.ANY_TAG, status: MPI.Status | None = None) -> None:
         if self._plain(sendbuf, True, dest) and (recvbuf is None or self._plain(recvbuf, False, source)):
             return _Comm.Sendrecv(self, sendbuf, dest, sendtag, recvbuf, source, recvtag, status)
-        sspec, out = self._outgoing(sendbuf, dest)
-        rspec, inc = self._incoming(recvbuf, source) if recvbuf is not None else (None, None)
+        sspec, out = self._stage(sendbuf, True, dest)
+        rspec, inc = self._stage(recvbuf, False, source) if recvbuf is not None else (None, None)
         if inc is not None and status is None:
             status = MPI.Status()
         try:
@@ -241,7 +233,7 @@ class Interposed:
         return self._send_init(_Comm.Ssend_init, buf, dest, tag)
 
     def Recv_init(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> MPI.Prequest:
-        spec, inc = self._incoming(buf, source)
+        spec, inc = self._stage(buf, False, source)
         request = _Comm.Recv_init(self, spec, source, tag)
         return request if inc is None else wrap_persistent(request, inc, finish=inc.finish)
 

@@ -115,23 +115,22 @@ class _Finishing:
 
     @classmethod
     def Waitsome(cls, requests: Sequence[Any], statuses: list | None = None) -> list[int] | None:
-        if not _live:
-            return _Request.Waitsome(requests, statuses)
-        statuses = _statuses(requests, statuses)
-        indices = _Request.Waitsome(requests, statuses)
-        for i, index in enumerate(indices or ()):
-            _finish(requests[index], statuses[i])
-        return indices
+        return _some(_Request.Waitsome, requests, statuses)
 
     @classmethod
     def Testsome(cls, requests: Sequence[Any], statuses: list | None = None) -> list[int] | None:
-        if not _live:
-            return _Request.Testsome(requests, statuses)
-        statuses = _statuses(requests, statuses)
-        indices = _Request.Testsome(requests, statuses)
-        for i, index in enumerate(indices or ()):
-            _finish(requests[index], statuses[i])
-        return indices
+        return _some(_Request.Testsome, requests, statuses)
+
+
+def _some(call, requests: Sequence[Any], statuses: list | None) -> list[int] | None:
+    """MPI's Waitsome/Testsome, then the finishing steps of the requests it completed."""
+    if not _live:
+        return call(requests, statuses)
+    statuses = _statuses(requests, statuses)
+    indices = call(requests, statuses)
+    for i, index in enumerate(indices or ()):
+        _finish(requests[index], statuses[i])
+    return indices
 
 
 class _CoversPlain(type):
