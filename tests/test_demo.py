@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -28,67 +27,40 @@ def _mpiforge(*args: str, timeout: float = 60, env: dict | None = None) -> subpr
 
 # --- bodies run on every rank by run_ranks (module level, importable) ---
 
-def verify_body(comm) -> None:
-    from mpiforge.halo import SENTINEL, HaloExchange, cartesian
+def halo_part_body(comm) -> None:
+    """The demo's halo part alone: every variant timed, every check passed on every rank."""
+    from mpiforge import demo
 
-    cart = cartesian(comm)
-    last = comm.size - 1
-    with HaloExchange(cart, N, H) as ex:
-        a, b = ex.new_grid(), ex.new_grid()
-        ex.exchange_mpi(a)
-        ex.exchange_packed(b)
-        result = ex.verify(a, b)
-        assert result.ok and result.nranks == comm.size, result
-
-        # independent spot check: the x- halo holds the low x-neighbour's slab next to its x+ side
-        low, _ = cart.Shift(0, 1)
-        side = N + 2 * H
-        assert a[0, H, H] == low * side**3 + np.ravel_multi_index((N, H, H), (side,) * 3)
-        assert a[0, 0, 0] == SENTINEL  # corners are no face's business
-
-        # a flipped halo value on the last rank: the grids differ there, (a) is still right
-        if comm.rank == last:
-            b[0, H, H] += 1.0
-        result = ex.verify(a, b)
-        assert not result.ok and result.differ == [last] and result.wrong == [], result
-        assert result.pack_mismatch == []
-
-        # an interior value changed on rank 0 in both grids: identical, but wrong there
-        if comm.rank == last:
-            b[0, H, H] -= 1.0
-        if comm.rank == 0:
-            a[H, H, H] = b[H, H, H] = 42.0
-        result = ex.verify(a, b)
-        assert result.differ == [] and result.wrong == [0], result
-
-        # a wrong grid is refused before any communication
-        with pytest.raises(ValueError, match="shape"):
-            ex.verify(a[1:], b)
-        with pytest.raises(ValueError, match="float64"):
-            ex.verify(a, b.astype(np.float32))
-    with pytest.raises(ValueError, match="halo"):
-        HaloExchange(cart, 4, 5)
-    cart.Free()
+    sections = demo.halo_part(comm, demo.DemoConfig(n=N, halo=H, iters=2))
+    exchange = next(s for s in sections if s.title.startswith("Exchange"))
+    assert [row[0] for row in exchange.rows] == list(demo.HALO_VARIANTS)
+    assert {row[0]: row[-1] for row in exchange.rows}["mpiforge host"] == "host 52"
+    verdict = sections[-1]
+    assert verdict.title == "Verification" and verdict.ok, verdict
+    for what, result in verdict.rows[:-1]:
+        assert result == f"PASS on {comm.size}/{comm.size} ranks", (what, result)
 
 
 def failing_demo_body(comm) -> None:
-    """The demo's verdict when the engine path corrupts one value on rank 1."""
-    from mpiforge import demo, halo
+    """The demo's verdict when the forced-host exchange corrupts one halo value on rank 1."""
+    from mpiforge import demo
+    from mpiforge.comms import halo
 
-    real = halo.HaloExchange.exchange_packed
+    real = halo.Halo3D.exchange
 
-    def corrupting(self, grid):
-        phases = real(self, grid)
-        if self.comm.rank == 1:
+    def corrupting(self, grid, mode="mpi", method=None):
+        real(self, grid, mode, method)
+        if self.comm.rank == 1 and method == "host":
             grid[0, self.h, self.h] = 0.5
-        return phases
 
-    halo.HaloExchange.exchange_packed = corrupting
+    halo.Halo3D.exchange = corrupting
     config = demo.DemoConfig(n=N, halo=H, iters=2)
     report = demo.run_demo(comm, config)
     assert not report.ok
-    check = next(s for s in report.sections if s.title == "Verification")
-    assert dict(check.rows)["(a) and (b) grids bit-identical"] == "FAIL on rank(s) 1"
+    check = dict(next(s for s in report.sections if s.title == "Verification").rows)
+    assert check["first exchange fills every halo cell"] == "FAIL on rank(s) 1 (mpiforge host)", check
+    assert check["grids bit-identical to mpi's"] == "FAIL on rank(s) 1 (mpiforge host)", check
+    assert check["mpiforge packs the 52 datatypes like MPI_Pack"] == f"PASS on {comm.size}/{comm.size} ranks"
     assert demo.run_job(config) == EXIT_FAIL  # every rank exits with the FAIL code
 
 
@@ -96,8 +68,8 @@ def failing_demo_body(comm) -> None:
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("nprocs", [1, 4])
-def test_verification(nprocs: int) -> None:
-    run_ranks(verify_body, nprocs, timeout=30)
+def test_halo_part(nprocs: int) -> None:
+    run_ranks(halo_part_body, nprocs, timeout=60)
 
 
 @pytest.mark.mpi
@@ -111,10 +83,13 @@ def test_demo_command(ranks: int) -> None:
     proc = _mpiforge("demo", "--ranks", str(ranks), "--n", "16", "--iters", "3", timeout=45)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "Faces: subarray datatypes and their canonical form" in out
-    for face in ("x-", "x+", "y-", "y+", "z-", "z+"):
-        assert f"\n{face} " in out
-    assert "StridedBlock" in out and "16 B" in out  # z faces: runs of h=2 doubles
+    assert "Neighbour datatypes: canonical form" in out
+    for group in ("x faces", "y faces", "z faces", "xy edges", "xz edges", "yz edges", "corners"):
+        assert f"\n{group} " in out
+    z_faces = next(line for line in out.splitlines() if line.startswith("z faces"))
+    assert "Strided" in z_faces and "16 B" in z_faces  # runs of h=2 doubles
+    for variant in ("mpi", "numpy", "mpiforge auto", "mpiforge host", "mpiforge native"):
+        assert f"\n{variant} " in out
     assert f"ranks   {ranks}" in out
     assert f"PASS on {ranks}/{ranks} ranks" in out and "PASS - mpiforge demo" in out
     assert "FAIL" not in out
