@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _profile: Profile | None = None
 _Comm = MPI.Comm  # MPI's own methods, called directly (faster than super())
+_Send, _Isend, _Recv, _Irecv = _Comm.Send, _Comm.Isend, _Comm.Recv, _Comm.Irecv
 _CONSTRUCTORS = ("Dup", "Dup_with_info", "Clone", "Split", "Split_type", "Create", "Create_group", "Create_cart",
                  "Create_graph", "Create_dist_graph", "Create_dist_graph_adjacent", "Create_intercomm",
                  "Merge", "Sub")
@@ -66,12 +67,13 @@ class Interposed:
 
     def _setup(self, method: Method | str | None) -> None:
         """Collective over the communicator: learns which peers live on other nodes."""
-        self._forced = Method(method) if method else forced_method()
+        self._forced = _forced(method)
         self._cuda_aware = bool(cuda_aware())
         here = MPI.Get_processor_name()
         self._remote = frozenset(i for i, name in enumerate(self.allgather(here)) if name != here)
         # [2 * remote + sending]: id(datatype object) -> host buffer type that goes natively
         self._native = [{}, {}, {}, {}]
+        self._recv_local, self._send_local = self._native[0], self._native[1]
         self._decisions: dict[tuple, Method] = {}  # (packer, bytes, side, device, remote) -> method
 
     # -- choosing --
@@ -107,8 +109,8 @@ class Interposed:
         if packer.layout is None and not device:
             return Method.NATIVE  # MPI's own engine: the layout needs it
         if not device:
-            plan = packer.plan(msg.count)
-            if plan.lo < 0 or plan.hi > msg.nbytes - msg.offset:
+            lo, hi = packer.bounds(msg.count)
+            if lo < 0 or hi > msg.nbytes - msg.offset:
                 return Method.NATIVE  # MPI does with out-of-buffer layouts whatever it does
         key = (id(packer), msg.packed_bytes, sending, device, remote)
         method = self._decisions.get(key)
@@ -146,9 +148,13 @@ class Interposed:
         if out is not None:
             out.release()
 
+    # The four hot calls test for a cached native route inline (a call less: ~0.2 us of ~0.4).
+
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
-        if self._plain(buf, True, dest):
-            return _Comm.Send(self, buf, dest, tag)
+        kind = type(buf)
+        if kind in HOST_TYPES or (kind is list and buf and self._send_local.get(id(buf[-1])) is type(buf[0])
+                                  and dest not in self._remote):
+            return _Send(self, buf, dest, tag)
         self._blocking_send(_Comm.Send, buf, dest, tag)
 
     def Ssend(self, buf: Any, dest: int, tag: int = 0) -> None:
@@ -166,8 +172,10 @@ class Interposed:
         return request if out is None else wrap(request, out)
 
     def Isend(self, buf: Any, dest: int, tag: int = 0) -> MPI.Request:
-        if self._plain(buf, True, dest):
-            return _Comm.Isend(self, buf, dest, tag)
+        kind = type(buf)
+        if kind in HOST_TYPES or (kind is list and buf and self._send_local.get(id(buf[-1])) is type(buf[0])
+                                  and dest not in self._remote):
+            return _Isend(self, buf, dest, tag)
         return self._isend(_Comm.Isend, buf, dest, tag)
 
     def Issend(self, buf: Any, dest: int, tag: int = 0) -> MPI.Request:
@@ -181,8 +189,10 @@ class Interposed:
 
     def Recv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG,
              status: MPI.Status | None = None) -> None:
-        if self._plain(buf, False, source):
-            return _Comm.Recv(self, buf, source, tag, status)
+        kind = type(buf)
+        if kind in HOST_TYPES or (kind is list and buf and self._recv_local.get(id(buf[-1])) is type(buf[0])
+                                  and source not in self._remote):
+            return _Recv(self, buf, source, tag, status)
         spec, inc = self._stage(buf, False, source)
         if inc is None:
             return _Comm.Recv(self, spec, source, tag, status)
@@ -194,8 +204,10 @@ class Interposed:
             inc.release()
 
     def Irecv(self, buf: Any, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG) -> MPI.Request:
-        if self._plain(buf, False, source):
-            return _Comm.Irecv(self, buf, source, tag)
+        kind = type(buf)
+        if kind in HOST_TYPES or (kind is list and buf and self._recv_local.get(id(buf[-1])) is type(buf[0])
+                                  and source not in self._remote):
+            return _Irecv(self, buf, source, tag)
         spec, inc = self._stage(buf, False, source)
         request = _Comm.Irecv(self, spec, source, tag)
         return request if inc is None else wrap(request, inc, inc.finish)
@@ -245,8 +257,8 @@ class Interposed:
         if not device:
             for m in messages:
                 packer = packer_for(m.datatype)
-                plan = packer.plan(m.count)
-                if packer.layout is None or plan.lo < 0 or plan.hi > m.nbytes - m.offset:
+                lo, hi = packer.bounds(m.count)
+                if packer.layout is None or lo < 0 or hi > m.nbytes - m.offset:
                     return Method.NATIVE
         blocks = sum(m.packed_bytes / _mean_run(packer_for(m.datatype)) for m in messages if m.packed_bytes)
         run = nbytes / blocks if blocks else 1.0
@@ -360,9 +372,21 @@ def _interposed_class(base: type) -> type:
     return cls
 
 
+def _forced(method: Method | str | None) -> Method | None:
+    """The method to force: ``method`` ("auto": none), or else ``MPIFORGE_METHOD``'s."""
+    if method is None:
+        return forced_method()
+    return None if method == "auto" else Method(method)
+
+
 def Comm(comm: MPI.Comm, method: Method | str | None = None) -> Interposed:
-    """``comm`` (same handle, not a duplicate) as an interposed communicator of its own class."""
-    if isinstance(comm, Interposed):
+    """``comm`` (same handle, not a duplicate) as an interposed communicator of its own class.
+
+    Collective over ``comm`` (it learns which peers are on other nodes). ``method`` forces
+    one method ("auto" lets the model choose even when MPIFORGE_METHOD is set); wrapping an
+    interposed communicator with a different ``method`` gives a second view of the same handle.
+    """
+    if isinstance(comm, Interposed) and (method is None or _forced(method) is comm._forced):
         return comm
     if not isinstance(comm, MPI.Comm):
         raise TypeError(f"expected an mpi4py communicator, got {type(comm).__name__}")

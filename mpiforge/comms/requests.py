@@ -16,6 +16,7 @@ __all__ = ["Request", "Prequest", "wrap", "wrap_persistent"]
 
 # the original classes, saved before anything replaces the names in mpi4py.MPI
 _Request, _Prequest = MPI.Request, MPI.Prequest
+_waitall = _Request.Waitall
 Finish = Callable[[MPI.Status], None]
 _orphans: list[Any] = []  # staging buffers of requests freed while active: MPI may still use them
 _live: set[int] = set()  # ids of requests with a finishing step still to run: when empty, the
@@ -75,7 +76,7 @@ class _Finishing:
     @classmethod
     def Waitall(cls, requests: Sequence[Any], statuses: list | None = None) -> bool:
         if not _live:
-            return _Request.Waitall(requests, statuses)
+            return _waitall(requests, statuses)
         statuses = _statuses(requests, statuses)
         _Request.Waitall(requests, statuses)
         for req, status in zip(requests, statuses):

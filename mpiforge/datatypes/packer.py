@@ -112,11 +112,7 @@ class Packer:
         if count < 0:
             raise PackError(MPI.ERR_COUNT, f"count must be >= 0, got {count}")
         lay, nbytes = self.layout, self.size * count
-        lo, hi = self.span()
-        reach = (count - 1) * self.extent
-        lo, hi = (lo, hi + reach) if reach >= 0 else (lo + reach, hi)
-        if nbytes == 0:
-            lo = hi = 0
+        lo, hi = self.bounds(count)
         if type(lay) is StridedBlock:
             outer = tuple(zip(lay.counts[1:], lay.strides[1:])) + ((count, self.extent),)
             st = _normalize(lay.start, lay.run, outer)
@@ -151,6 +147,14 @@ class Packer:
         if plan.hi > user_len:
             side = "input" if to_packed else "output"
             raise PackError(MPI.ERR_BUFFER, f"these elements span {plan.hi} bytes, {side} buffer has {user_len}")
+
+    def bounds(self, count: int) -> tuple[int, int]:
+        """Lowest user byte ``count`` elements touch and one past the highest ((0, 0) if none)."""
+        if count <= 0 or self.size == 0:
+            return 0, 0
+        lo, hi = self.span()
+        reach = (count - 1) * self.extent
+        return (lo, hi + reach) if reach >= 0 else (lo + reach, hi)
 
     def span(self) -> tuple[int, int]:
         """Lowest byte touched and one past the highest, for one element."""
