@@ -330,6 +330,50 @@ def test_random_types_every_method(nprocs: int) -> None:
     run_ranks(body_ring, nprocs, TIMEOUT, args=(list(range(nprocs * 10, nprocs * 10 + 12)), ["native", "host", "auto"]))
 
 
+def body_fast_path(comm: MPI.Comm, expected: bool) -> None:
+    from mpiforge.comms import comm as comm_module
+
+    assert comm_module.FAST_PATH is expected
+    body_ring(comm, [5, 6, 7], ["native", "host"])
+
+
+def body_keywords(comm: MPI.Comm, method: str) -> None:
+    """mpi4py-tutorial style calls with keywords (dest=, source=, tag=) through the hot path."""
+    ours = interposed(comm, method)
+    dt = MPI.INT.Create_vector(3, 1, 2).Commit()
+    for c in (ours, ours):  # twice: the second time the route is cached
+        data = np.arange(6, dtype=np.int32) + 10 * comm.rank
+        got = np.full(6, -1, np.int32)
+        if comm.rank == 0:
+            c.Send([data, 1, dt], dest=1, tag=11)
+            c.Send(buf=data, dest=1, tag=12)
+        else:
+            c.Recv([got, 1, dt], source=0, tag=11)
+            assert got.tolist() == [0, -1, 2, -1, 4, -1]
+            c.Recv(buf=got, source=0, tag=12)
+            assert got.tolist() == list(range(6))
+            req = c.Irecv([got, 1, dt], source=0, tag=13)
+        if comm.rank == 0:
+            c.Isend([data, 1, dt], dest=1, tag=13).Wait()
+        else:
+            req.Wait()
+    dt.Free()
+
+
+@pytest.mark.parametrize("method", ["native", "host"])
+def test_keyword_calls(method: str) -> None:
+    run_ranks(body_keywords, 2, TIMEOUT, args=(method,))
+
+
+@pytest.mark.parametrize("fast", ["0", "1"])
+def test_c_fast_path_and_python_path_agree(fast: str) -> None:
+    from mpiforge.comms import comm as comm_module
+
+    if fast == "1" and not comm_module.FAST_PATH:
+        pytest.skip("mpiforge.comms._fastpath was not built here (no C compiler at install time)")
+    run_ranks(body_fast_path, 2, TIMEOUT, args=(fast == "1",), env={"MPIFORGE_FASTPATH": fast})
+
+
 def test_packed_and_native_sides_interoperate() -> None:
     run_ranks(body_mixed_methods, 2, TIMEOUT, args=(list(range(40, 52)),))
 

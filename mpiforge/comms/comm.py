@@ -15,6 +15,7 @@ class (Intracomm, Cartcomm, ...), and communicators created from it are wrapped 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -358,6 +359,25 @@ def _constructor(name: str):
 
 for _name in _CONSTRUCTORS:  # derived communicators stay interposed
     setattr(Interposed, _name, _constructor(_name))
+
+
+def _install_fast_path() -> bool:
+    """Put the C fast path (``_fastpath.FastCall``) in front of the four hot calls, if built
+    (``MPIFORGE_FASTPATH=0`` keeps them in Python)."""
+    if os.environ.get("MPIFORGE_FASTPATH", "1").strip() == "0":
+        return False
+    try:
+        from ._fastpath import FastCall
+    except ImportError:
+        log.info("mpiforge.comms._fastpath not built: the interposer's hot calls run in Python")
+        return False
+    for name, cache in (("Send", "_send_local"), ("Isend", "_send_local"), ("Recv", "_recv_local"),
+                        ("Irecv", "_recv_local")):
+        setattr(Interposed, name, FastCall(getattr(_Comm, name), getattr(Interposed, name), cache, np.ndarray))
+    return True
+
+
+FAST_PATH = _install_fast_path()
 
 
 _classes: dict[type, type] = {}
