@@ -12,7 +12,7 @@ each sample the slowest rank's) of:
 - ``mpiforge``: the same calls as mpi on ``Comm(cart)``, the model choosing per message,
 - ``native`` / ``host``: the same, with that method forced.
 
-The variants run in an order rotated every repetition (this machine's speed drifts). Before
+The variants run in an order shuffled every repetition (this machine's speed drifts). Before
 timing, every variant's exchange is checked: each halo cell must hold its neighbour's value.
 Targets per case: speedup_vs_mpi = mpi_ms / mpiforge_ms >= 0.95, and
 mpiforge_ms <= 1.05 x the best forced method.
@@ -249,7 +249,7 @@ def _ints(text: str) -> list[int]:
 @click.option("--ranks", default="2,4", show_default=True, help="Rank counts, one mpiexec job each.")
 @click.option("--sizes", default=None, help="Local n per rank (default 64,128,192; 64,128 with --quick).")
 @click.option("--halos", default="1,4", show_default=True, help="Halo widths.")
-@click.option("--reps", type=click.IntRange(min=1), default=None, help="Repetitions (default 41; 31 with --quick).")
+@click.option("--reps", type=click.IntRange(min=1), default=None, help="Repetitions (default 61; 31 with --quick).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON here.")
 @click.option("--plot", "plot_path", is_flag=False, flag_value="bench_halo.png", default=None,
               help="Write a PNG plot (default name bench_halo.png).")
@@ -262,7 +262,7 @@ def main(quick: bool, ranks: str, sizes: str | None, halos: str, reps: int | Non
          plot_path: str | None, md_path: str | None, profile_path: str | None, timeout: float, worker: bool) -> None:
     """Time a 26-neighbour halo exchange: mpi4py datatypes, numpy packing, mpiforge (auto and forced)."""
     size_list = _ints(sizes or ("64,128" if quick else "64,128,192"))
-    halo_list, reps = _ints(halos), reps or (31 if quick else 41)
+    halo_list, reps = _ints(halos), reps or (31 if quick else 61)
     if worker:
         run_worker(size_list, halo_list, reps)
         return
@@ -292,7 +292,7 @@ def main(quick: bool, ranks: str, sizes: str | None, halos: str, reps: int | Non
                 raise click.ClickException(f"the {r}-rank job timed out after {timeout:g} s and was killed: "
                                            "raise --timeout or measure less (--quick, --sizes)") from None
     render(cases, console)
-    console.print(f"{len(cases)} cases in {time.perf_counter() - started:.0f} s, {reps} rotated repetitions each")
+    console.print(f"{len(cases)} cases in {time.perf_counter() - started:.0f} s, {reps} shuffled repetitions each")
     report = {
         "machine": {"python": platform.python_version(), "mpi": MPI.Get_library_version().split("\n")[0].strip("\0"),
                     "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "reps": reps},

@@ -7,9 +7,9 @@
  * after self) is
  *   - a numpy array, bytes, bytearray or memoryview (a named type on host memory), or
  *   - a non-empty list [buf, ..., datatype] with cache[id(datatype)] is type(buf), where cache is
- *     the communicator's attribute `cache_attr` (filled by the Python side), and the peer
- *     (second argument or keyword dest/source) is not in the communicator's `_remote` set.
- * Every other call, keywords included, goes to `slow` unchanged.
+ *     the communicator's attribute `cache_attr` (filled by the Python side; left empty when
+ *     the communicator has peers on other nodes, whose routes the Python side tells apart).
+ * The call then goes on to `base` unchanged (keywords included); every other call to `slow`.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -24,18 +24,16 @@ typedef struct {
     vectorcallfunc vectorcall;
 } FastCall;
 
-static PyObject *remote_name;
-
-static int known_native(FastCall *f, PyObject *comm, PyObject *buf, PyObject *peer) {
+static int known_native(FastCall *f, PyObject *comm, PyObject *buf) {
     PyTypeObject *t = Py_TYPE(buf);
     if ((PyObject *)t == f->ndarray || t == &PyBytes_Type || t == &PyByteArray_Type || t == &PyMemoryView_Type)
         return 1;
-    if (t != &PyList_Type || PyList_GET_SIZE(buf) == 0 || peer == NULL)
+    if (t != &PyList_Type || PyList_GET_SIZE(buf) == 0)
         return 0;
     PyObject *cache = PyObject_GetAttr(comm, f->cache_attr);
     if (cache == NULL) { PyErr_Clear(); return 0; }
     int hit = 0;
-    if (PyDict_Check(cache)) {
+    if (PyDict_CheckExact(cache) && PyDict_GET_SIZE(cache) > 0) {
         PyObject *key = PyLong_FromVoidPtr(PyList_GET_ITEM(buf, PyList_GET_SIZE(buf) - 1));
         if (key != NULL) {
             PyObject *kind = PyDict_GetItemWithError(cache, key);  /* borrowed */
@@ -45,35 +43,14 @@ static int known_native(FastCall *f, PyObject *comm, PyObject *buf, PyObject *pe
     }
     Py_DECREF(cache);
     if (PyErr_Occurred()) { PyErr_Clear(); return 0; }
-    if (!hit)
-        return 0;
-    PyObject *remote = PyObject_GetAttr(comm, remote_name);
-    if (remote == NULL) { PyErr_Clear(); return 0; }
-    int far = PyAnySet_Check(remote) && PySet_GET_SIZE(remote) > 0 ? PySet_Contains(remote, peer) : 0;
-    Py_DECREF(remote);
-    if (far < 0) { PyErr_Clear(); return 0; }
-    return !far;
+    return hit;
 }
 
 static PyObject *fastcall_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     FastCall *f = (FastCall *)callable;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs >= 2) {
-        PyObject *peer = nargs >= 3 ? args[2] : NULL;
-        if (peer == NULL && kwnames != NULL) {
-            Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
-            for (Py_ssize_t i = 0; i < nkw; i++) {
-                PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-                if (PyUnicode_CompareWithASCIIString(name, "dest") == 0 ||
-                    PyUnicode_CompareWithASCIIString(name, "source") == 0) {
-                    peer = args[nargs + i];
-                    break;
-                }
-            }
-        }
-        if (known_native(f, args[0], args[1], peer))
-            return PyObject_Vectorcall(f->base, args, nargsf, kwnames);
-    }
+    if (nargs >= 2 && known_native(f, args[0], args[1]))
+        return PyObject_Vectorcall(f->base, args, nargsf, kwnames);
     return PyObject_Vectorcall(f->slow, args, nargsf, kwnames);
 }
 
@@ -136,7 +113,6 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__fastpath(void) {
     if (PyType_Ready(&FastCallType) < 0)
         return NULL;
-    remote_name = PyUnicode_InternFromString("_remote");
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

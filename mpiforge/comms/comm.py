@@ -75,6 +75,9 @@ class Interposed:
         # [2 * remote + sending]: id(datatype object) -> host buffer type that goes natively
         self._native = [{}, {}, {}, {}]
         self._recv_local, self._send_local = self._native[0], self._native[1]
+        # what the C fast path reads: the local caches, or (peers on other nodes) dicts that
+        # stay empty, so every call takes the Python path, which tells the peers apart
+        self._recv_fast, self._send_fast = (self._native[0], self._native[1]) if not self._remote else ({}, {})
         self._decisions: dict[tuple, Method] = {}  # (packer, bytes, side, device, remote) -> method
 
     # -- choosing --
@@ -371,8 +374,8 @@ def _install_fast_path() -> bool:
     except ImportError:
         log.info("mpiforge.comms._fastpath not built: the interposer's hot calls run in Python")
         return False
-    for name, cache in (("Send", "_send_local"), ("Isend", "_send_local"), ("Recv", "_recv_local"),
-                        ("Irecv", "_recv_local")):
+    for name, cache in (("Send", "_send_fast"), ("Isend", "_send_fast"), ("Recv", "_recv_fast"),
+                        ("Irecv", "_recv_fast")):
         setattr(Interposed, name, FastCall(getattr(_Comm, name), getattr(Interposed, name), cache, np.ndarray))
     return True
 

@@ -339,16 +339,17 @@ def sample_exchanges(comm: MPI.Comm, exchanges: Mapping[str, Callable[[], None]]
     """``reps`` samples of seconds per call of each exchange, the same on every rank; collective.
 
     After one warm-up call each, ``reps`` rounds run every exchange ``inner`` times, in an
-    order rotated from round to round (so a drifting machine does not favour one); each
-    sample starts after a barrier and counts the slowest rank.
+    order shuffled from round to round, the same on every rank (a drifting machine favours
+    none, and none always follows the same other: what ran before changes a time by 5-10%);
+    each sample starts after a barrier and counts the slowest rank.
     """
     names = list(exchanges)
     for run in exchanges.values():
         run()
     samples = np.zeros((len(names), reps))
+    shuffle = np.random.default_rng(2026)
     for rep in range(reps):
-        shift = rep % len(names)
-        for i in list(range(shift, len(names))) + list(range(shift)):
+        for i in shuffle.permutation(len(names)):
             run = exchanges[names[i]]
             comm.Barrier()
             t0 = time.perf_counter()
