@@ -21,6 +21,8 @@ typedef struct {
     PyObject *slow;       /* the Python implementation (a function taking self first) */
     PyObject *cache_attr; /* name of the communicator's dict: id(datatype) -> buffer type */
     PyObject *ndarray;    /* numpy.ndarray */
+    PyObject *last_comm;  /* the communicator of the previous call, and its cache (strong refs): */
+    PyObject *last_cache; /* halo loops call one communicator, so the attribute is read once */
     vectorcallfunc vectorcall;
 } FastCall;
 
@@ -30,8 +32,15 @@ static int known_native(FastCall *f, PyObject *comm, PyObject *buf) {
         return 1;
     if (t != &PyList_Type || PyList_GET_SIZE(buf) == 0)
         return 0;
-    PyObject *cache = PyObject_GetAttr(comm, f->cache_attr);
-    if (cache == NULL) { PyErr_Clear(); return 0; }
+    PyObject *cache;
+    if (comm == f->last_comm) {
+        cache = Py_NewRef(f->last_cache);
+    } else {
+        cache = PyObject_GetAttr(comm, f->cache_attr);
+        if (cache == NULL) { PyErr_Clear(); return 0; }
+        Py_XSETREF(f->last_comm, Py_NewRef(comm));
+        Py_XSETREF(f->last_cache, Py_NewRef(cache));
+    }
     int hit = 0;
     if (PyDict_CheckExact(cache) && PyDict_GET_SIZE(cache) > 0) {
         PyObject *key = PyLong_FromVoidPtr(PyList_GET_ITEM(buf, PyList_GET_SIZE(buf) - 1));
@@ -79,6 +88,8 @@ static void fastcall_dealloc(FastCall *f) {
     Py_XDECREF(f->slow);
     Py_XDECREF(f->cache_attr);
     Py_XDECREF(f->ndarray);
+    Py_XDECREF(f->last_comm);
+    Py_XDECREF(f->last_cache);
     Py_TYPE(f)->tp_free((PyObject *)f);
 }
 
