@@ -312,6 +312,26 @@ def body_dlpack(comm: MPI.Comm) -> None:
     dt.Free()
 
 
+def body_torch(comm: MPI.Comm, method: str) -> None:
+    """PyTorch CPU tensors (read through DLPack) with a derived datatype: the bytes mpi4py moves
+    for numpy arrays of the same values."""
+    import torch
+
+    ours = interposed(comm, method)
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    dt = MPI.DOUBLE.Create_subarray([4, 6], [2, 3], [1, 2]).Commit()
+    src = np.arange(24.0) + 100 * comm.rank
+    want = np.full(24, -1.0)
+    comm.Sendrecv([src, 1, dt], right, 0, [want, 1, dt], left, 0)
+    got = torch.full((24,), -1.0, dtype=torch.float64)
+    assert ours.method_for([torch.from_numpy(src), 1, dt]).value == method
+    req = ours.Irecv([got, 1, dt], left, 1)
+    ours.Send([torch.from_numpy(src.copy()), 1, dt], right, 1)
+    req.Wait()
+    assert np.array_equal(got.numpy(), want), f"{method}: torch transfer differs"
+    dt.Free()
+
+
 def body_no_gpu_library(comm: MPI.Comm) -> None:
     """A device buffer with no GPU and no simulator: a clear ERR_BUFFER, never a device pointer to MPI."""
     from mpiforge.bindings.fake_cuda import FakeDeviceArray
@@ -405,6 +425,12 @@ def test_device_methods_in_simulator(method: str, cuda_aware: str) -> None:
 
 def test_dlpack_host_buffers() -> None:
     run_ranks(body_dlpack, 2, TIMEOUT)
+
+
+@pytest.mark.parametrize("method", ["host", "native"])
+def test_torch_cpu_tensors(method: str) -> None:
+    pytest.importorskip("torch")
+    run_ranks(body_torch, 2, TIMEOUT, args=(method,))
 
 
 def test_device_buffer_without_gpu_runtime() -> None:

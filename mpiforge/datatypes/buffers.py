@@ -21,18 +21,17 @@ _device_types: dict[type, bool] = dict.fromkeys(HOST_TYPES, False)
 
 
 def is_device(obj: Any) -> bool:
-    """True for objects that describe GPU memory (``__cuda_array_interface__`` or a GPU DLPack device)."""
+    """True for objects that describe GPU memory (``__cuda_array_interface__`` or a GPU DLPack device).
+
+    Types that speak DLPack are asked per object: one tensor type (torch.Tensor) lives on the
+    host or a GPU, and its ``__cuda_array_interface__`` property raises on the host.
+    """
     kind = type(obj)
     known = _device_types.get(kind)
     if known is None:
-        if hasattr(kind, "__cuda_array_interface__"):
-            known = True
-        elif hasattr(kind, "__dlpack_device__"):
-            # per object: one tensor type (torch.Tensor) may live on the host or a GPU
+        if hasattr(kind, "__dlpack_device__"):
             return obj.__dlpack_device__()[0] in _DLPACK_GPU
-        else:
-            known = False
-        _device_types[kind] = known
+        known = _device_types[kind] = hasattr(kind, "__cuda_array_interface__")
     return known
 
 
