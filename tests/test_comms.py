@@ -264,16 +264,23 @@ def body_short_messages(comm: MPI.Comm, method: str) -> None:
     dt.Free()
 
 
+def subarray_reference(comm: MPI.Comm, method: str, sizes: list[int], subs: list[int], starts: list[int]):
+    """(interposed comm, right, left, a float64 subarray type, rank-dependent source values,
+    what plain mpi4py receives from the left neighbour) for a ring transfer."""
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    dt = MPI.DOUBLE.Create_subarray(sizes, subs, starts).Commit()
+    n = int(np.prod(sizes))
+    src = np.arange(float(n)) + 100 * comm.rank
+    want = np.full(n, -1.0)
+    comm.Sendrecv([src, 1, dt], right, 0, [want, 1, dt], left, 0)
+    return interposed(comm, method), right, left, dt, src, want
+
+
 def body_device(comm: MPI.Comm, method: str) -> None:
     """Fake device arrays through the device kernels (numba's simulator) equal host transfers."""
     from mpiforge.bindings.fake_cuda import FakeDeviceArray
 
-    ours = interposed(comm, method)
-    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
-    dt = MPI.DOUBLE.Create_subarray([4, 5], [2, 3], [1, 1]).Commit()
-    src = np.arange(20.0) + 100 * comm.rank
-    want = np.full(20, -1.0)
-    comm.Sendrecv([src, 1, dt], right, 0, [want, 1, dt], left, 0)
+    ours, right, left, dt, src, want = subarray_reference(comm, method, [4, 5], [2, 3], [1, 1])
     got = FakeDeviceArray(np.full(20, -1.0))
     assert ours.method_for([FakeDeviceArray(src), 1, dt]).value == method
     st = MPI.Status()
@@ -317,12 +324,7 @@ def body_torch(comm: MPI.Comm, method: str) -> None:
     for numpy arrays of the same values."""
     import torch
 
-    ours = interposed(comm, method)
-    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
-    dt = MPI.DOUBLE.Create_subarray([4, 6], [2, 3], [1, 2]).Commit()
-    src = np.arange(24.0) + 100 * comm.rank
-    want = np.full(24, -1.0)
-    comm.Sendrecv([src, 1, dt], right, 0, [want, 1, dt], left, 0)
+    ours, right, left, dt, src, want = subarray_reference(comm, method, [4, 6], [2, 3], [1, 2])
     got = torch.full((24,), -1.0, dtype=torch.float64)
     assert ours.method_for([torch.from_numpy(src), 1, dt]).value == method
     req = ours.Irecv([got, 1, dt], left, 1)
