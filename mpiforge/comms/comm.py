@@ -1,12 +1,12 @@
 """``Comm``: an mpi4py communicator that sends derived datatypes and device buffers the fast way.
 
-    from mpiforge.comms import Comm
+    from mpiforge.comms.comm import Comm
     comm = Comm(MPI.COMM_WORLD)                       # collective, like Dup (but shares the handle)
     comm.Send([grid, 1, face_type], dest=1)          # packed by mpiforge or sent natively: measured
     req = comm.Irecv([halo, 1, halo_type], source=1) # Wait/Test/Waitall unpack when it completes
 
 For every message the method (see ``methods``) comes from the profile measured by
-``mpiforge calibrate`` (``model``), is cached per (datatype, count, side, buffer type), and
+``mpiforge calibrate`` (``model``), is cached per (datatype, bytes, side, device, peer locality), and
 can be forced with ``MPIFORGE_METHOD`` or ``Comm(comm, method=...)``. Anything it does not
 accelerate (named types on host memory, pickled lowercase calls, collectives on contiguous
 data) goes straight to mpi4py. The class is a real subclass of the wrapped communicator's
@@ -52,7 +52,10 @@ def profile() -> Profile:
 
 
 def _mean_run(packer) -> float:
+    """Mean bytes per contiguous run of one element (1 when the layout is MPI's own business)."""
     lay = packer.layout
+    if lay is None:
+        return 1.0
     if isinstance(lay, StridedBlock):
         return float(lay.run)
     return lay.size / max(lay.nblocks, 1)
@@ -119,7 +122,7 @@ class Interposed:
         key = (id(packer), msg.packed_bytes, sending, device, remote)
         method = self._decisions.get(key)
         if method is None:  # a stale key (an id reused) can only cost speed: every method is exact
-            run = _mean_run(packer) if packer.layout is not None else 1.0
+            run = _mean_run(packer)
             method = choose(profile(), msg.packed_bytes, run, sending, device, self._cuda_aware, self._forced, remote)
             if len(self._decisions) > 4096:
                 self._decisions.clear()
