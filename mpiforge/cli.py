@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "demo": "mpiforge.demo:demo",
     "run": "mpiforge.comms.cli:run",
     "calibrate": "mpiforge.comms.cli:calibrate",
+    "topo": "mpiforge.topology.cli:topo",
 }
 
 
@@ -44,6 +45,7 @@ def main(verbose: int) -> None:
       mpiexec -n 4 mpiforge info       the node/rank layout of a real job
       mpiexec -n 4 python -m mpiforge run app.py   an unmodified mpi4py program, interposed
       mpiforge calibrate --quick       measure the model that picks how messages travel
+      mpiexec -n 8 mpiforge topo       nodes, NUMA domains, GPUs and rank placement of a job
     """
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
