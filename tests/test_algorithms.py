@@ -1,0 +1,77 @@
+"""Flat collective algorithms against MPI's own collectives, at 1-4 ranks (odd counts too)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from mpiforge.testing import run_ranks
+
+TIMEOUT = 180
+MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
+
+
+def values(rank: int, n: int, dtype: str) -> np.ndarray:
+    rng = np.random.default_rng(1000 * rank + n)
+    if dtype.startswith("float"):
+        return rng.uniform(0.5, 1.5, n).astype(dtype)
+    return rng.integers(1, 4, n).astype(dtype)
+
+
+def same_everywhere(comm: MPI.Comm, result: np.ndarray) -> bool:
+    return all(np.array_equal(result.view(np.uint8), other.view(np.uint8)) for other in comm.allgather(result))
+
+
+def body_allreduce(comm: MPI.Comm) -> None:
+    from mpiforge.topology import algorithms as alg
+
+    reversed_ring = list(range(comm.size))[::-1]
+    variants = {
+        "ring": alg.ring_allreduce,
+        "ring_reversed": lambda c, x, op: alg.ring_allreduce(c, x, op, order=reversed_ring),
+        "recursive_doubling": alg.recursive_doubling_allreduce,
+        "rabenseifner": alg.rabenseifner_allreduce,
+    }
+    for dtype in ("float32", "float64", "int32", "int64"):
+        for n in (1, 3, 7, 1000, 4099):
+            mine = values(comm.rank, n, dtype)
+            for op, mpi_op in MPI_OPS.items():
+                want = np.empty_like(mine)
+                comm.Allreduce(mine, want, op=mpi_op)
+                for name, fn in variants.items():
+                    got = fn(comm, mine, op)
+                    what = f"{name} {op} {dtype} n={n}"
+                    assert got.dtype == mine.dtype and got.shape == mine.shape, what
+                    if dtype.startswith("float"):
+                        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=what)
+                    else:
+                        assert np.array_equal(got, want), what
+                    assert same_everywhere(comm, got), f"{what}: ranks disagree"
+                    assert np.array_equal(mine, values(comm.rank, n, dtype)), f"{what}: input changed"
+
+
+def body_trees(comm: MPI.Comm) -> None:
+    from mpiforge.topology import algorithms as alg
+
+    for root in range(comm.size):
+        for n in (1, 5, 1000):
+            data = values(root, n, "float64") if comm.rank == root else np.zeros(n)
+            assert np.array_equal(alg.binomial_bcast(comm, data, root), values(root, n, "float64"))
+            mine = values(comm.rank, n, "int64")
+            want = np.empty_like(mine)
+            comm.Reduce(mine, want, op=MPI.SUM, root=root)
+            got = alg.binomial_reduce(comm, mine, "sum", root)
+            if comm.rank == root:
+                assert np.array_equal(got, want), (root, n)
+            else:
+                assert got is None
+
+
+@pytest.mark.parametrize("nprocs", [1, 2, 3, 4])
+def test_allreduce_algorithms_match_mpi(nprocs: int) -> None:
+    run_ranks(body_allreduce, nprocs, TIMEOUT)
+
+
+@pytest.mark.parametrize("nprocs", [1, 3, 4])
+def test_tree_bcast_and_reduce_match_mpi(nprocs: int) -> None:
+    run_ranks(body_trees, nprocs, TIMEOUT)
