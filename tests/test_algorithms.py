@@ -75,3 +75,37 @@ def test_allreduce_algorithms_match_mpi(nprocs: int) -> None:
 @pytest.mark.parametrize("nprocs", [1, 3, 4])
 def test_tree_bcast_and_reduce_match_mpi(nprocs: int) -> None:
     run_ranks(body_trees, nprocs, TIMEOUT)
+
+
+def body_hierarchical(comm: MPI.Comm, inter: str) -> None:
+    from mpiforge.topology import algorithms as alg
+    from mpiforge.topology.hierarchical import Hierarchy
+
+    hier = Hierarchy(comm, inter={"ring": alg.ring_allreduce, "rabenseifner": alg.rabenseifner_allreduce,
+                                  "recursive_doubling": alg.recursive_doubling_allreduce}[inter])
+    for dtype in ("float32", "int64"):
+        for n in (1, 5, 1000, 4099):
+            mine = values(comm.rank, n, dtype)
+            for op, mpi_op in MPI_OPS.items():
+                want = np.empty_like(mine)
+                comm.Allreduce(mine, want, op=mpi_op)
+                got = hier.allreduce(mine, op)
+                what = f"hierarchical/{inter} {op} {dtype} n={n} ({hier.topology.placement})"
+                if dtype.startswith("float"):
+                    np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=what)
+                else:
+                    assert np.array_equal(got, want), what
+                assert same_everywhere(comm, got), f"{what}: ranks disagree"
+    hier.free()
+
+
+@pytest.mark.parametrize("nprocs,layout,inter", [
+    (4, "nodes=2", "rabenseifner"),
+    (4, "nodes=2,placement=roundrobin", "ring"),
+    (4, "nodes=4", "recursive_doubling"),
+    (3, "nodes=2", "rabenseifner"),  # nodes of 2 and 1 ranks: the leader path
+    (3, "nodes=1", "ring"),
+    (1, "nodes=1", "ring"),
+])
+def test_hierarchical_allreduce_matches_mpi(nprocs: int, layout: str, inter: str) -> None:
+    run_ranks(body_hierarchical, nprocs, TIMEOUT, args=(inter,), env={"MPIFORGE_TOPOLOGY": layout})

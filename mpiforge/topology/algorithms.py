@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["REDUCE", "ring_allreduce", "recursive_doubling_allreduce", "rabenseifner_allreduce",
+__all__ = ["REDUCE", "chunk_bounds", "ring_reduce_scatter", "ring_allgather", "ring_allreduce", "recursive_doubling_allreduce", "rabenseifner_allreduce",
            "binomial_bcast", "binomial_reduce"]
 
 REDUCE = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
@@ -32,7 +32,7 @@ def _combine(op: str, lower: np.ndarray, upper: np.ndarray, out: np.ndarray) -> 
     REDUCE[op](lower, upper, out=out)
 
 
-def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
+def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` nearly equal slices of ``n`` items (the first ones one longer)."""
     base, extra = divmod(n, parts)
     out, start = [], 0
@@ -43,30 +43,47 @@ def _bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-def ring_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum", order: Sequence[int] | None = None) -> np.ndarray:
-    """Ring reduce-scatter + allgather; ``order`` is the ring (default: rank order)."""
-    order = list(order) if order is not None else list(range(comm.size))
-    p, acc = comm.size, np.array(array, copy=True)
-    if p == 1:
-        return acc
+def ring_reduce_scatter(comm: MPI.Comm, flat: np.ndarray, op: str, order: Sequence[int]) -> int:
+    """Reduce the 1-D ``flat`` in place around the ring ``order``; return the index of the
+    chunk (of ``chunk_bounds(flat.size, p)``) this rank now holds fully reduced: position pos in the
+    ring holds chunk (pos + 1) % p. Each chunk is combined once, along the ring from its first
+    holder, so every rank that later receives it gets the same bits."""
+    p = comm.size
     pos = order.index(comm.rank)
+    if p == 1:
+        return 0
     right, left = order[(pos + 1) % p], order[(pos - 1) % p]
-    flat = acc.reshape(-1)
-    chunks = _bounds(flat.size, p)
-    incoming = np.empty(max(b - a for a, b in chunks), dtype=acc.dtype)
-    # reduce-scatter: after p-1 steps, position pos owns chunk (pos + 1) % p fully reduced. Each
-    # chunk is combined in ring order starting at its first holder, the same on every rank.
+    chunks = chunk_bounds(flat.size, p)
+    incoming = np.empty(max(b - a for a, b in chunks), dtype=flat.dtype)
     for step in range(p - 1):
         send_a, send_b = chunks[(pos - step) % p]
         recv_a, recv_b = chunks[(pos - step - 1) % p]
         got = incoming[:recv_b - recv_a]
         comm.Sendrecv(flat[send_a:send_b], right, _TAG, got, left, _TAG)
         mine = flat[recv_a:recv_b]
-        _combine(op, got, mine, mine)  # the partial sum so far, then this rank's own data
-    for step in range(p - 1):  # allgather the reduced chunks around the same ring
+        _combine(op, got, mine, mine)  # the partial result so far, then this rank's own data
+    return (pos + 1) % p
+
+
+def ring_allgather(comm: MPI.Comm, flat: np.ndarray, order: Sequence[int]) -> None:
+    """Spread the chunks ``ring_reduce_scatter`` left (position pos holds chunk (pos + 1) % p)."""
+    p = comm.size
+    pos = order.index(comm.rank)
+    right, left = order[(pos + 1) % p], order[(pos - 1) % p]
+    chunks = chunk_bounds(flat.size, p)
+    for step in range(p - 1):
         send_a, send_b = chunks[(pos + 1 - step) % p]
         recv_a, recv_b = chunks[(pos - step) % p]
         comm.Sendrecv(flat[send_a:send_b], right, _TAG + 1, flat[recv_a:recv_b], left, _TAG + 1)
+
+
+def ring_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum", order: Sequence[int] | None = None) -> np.ndarray:
+    """Ring reduce-scatter + allgather; ``order`` is the ring (default: rank order)."""
+    order = list(order) if order is not None else list(range(comm.size))
+    acc = np.array(array, copy=True)
+    flat = acc.reshape(-1)
+    ring_reduce_scatter(comm, flat, op, order)
+    ring_allgather(comm, flat, order)
     return acc
 
 
@@ -129,7 +146,7 @@ def rabenseifner_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum") -
     if vrank >= 0:
         extra = comm.size - p2
         flat = acc.reshape(-1)
-        blocks = _bounds(flat.size, p2)
+        blocks = chunk_bounds(flat.size, p2)
         lo, hi = 0, p2  # the blocks this rank is still responsible for
         other = np.empty_like(flat)
         mask = p2 >> 1
