@@ -109,3 +109,46 @@ def body_hierarchical(comm: MPI.Comm, inter: str) -> None:
 ])
 def test_hierarchical_allreduce_matches_mpi(nprocs: int, layout: str, inter: str) -> None:
     run_ranks(body_hierarchical, nprocs, TIMEOUT, args=(inter,), env={"MPIFORGE_TOPOLOGY": layout})
+
+
+def body_topology_collective(comm: MPI.Comm, algo: str) -> None:
+    from mpiforge.topology.collective import TopologyCollective
+
+    coll = TopologyCollective(comm, algo=algo)
+    for n in (1, 1000, 70000):
+        mine = values(comm.rank, n, "float64")
+        want = np.empty_like(mine)
+        comm.Allreduce(mine, want, op=MPI.SUM)
+        np.testing.assert_allclose(coll.allreduce(mine, "sum"), want, rtol=1e-12)
+        np.testing.assert_allclose(coll.allreduce(mine, "avg"), want / comm.size, rtol=1e-12)
+        out = np.empty_like(mine)
+        assert coll.allreduce_async(mine, "max", out=out).wait() is out
+        comm.Allreduce(mine, want, op=MPI.MAX)
+        assert np.array_equal(out, want)
+        if algo != "auto":
+            assert coll.algorithm_for(mine.nbytes) == algo
+    coll.hierarchy.free()
+
+
+@pytest.mark.parametrize("algo", ["auto", "mpi", "ring", "recursive_doubling", "rabenseifner", "hierarchical"])
+def test_topology_collective(algo: str) -> None:
+    run_ranks(body_topology_collective, 4, TIMEOUT, args=(algo,), env={"MPIFORGE_TOPOLOGY": "nodes=2,placement=roundrobin"})
+
+
+def test_cost_model_choices() -> None:
+    from mpiforge.topology.cost import CostModel
+
+    model = CostModel()
+    assert model.best(64, 1, 4) == "recursive_doubling"  # tiny: fewest messages
+    assert model.best(64 << 20, 3, 2) == "hierarchical"  # large over slow links: fewest bytes across
+    assert model.predict("hierarchical", 16 << 20, 3, 2) < model.predict("ring", 16 << 20, 3, 2)
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        model.predict("butterfly", 1, 2, 2)
+
+
+def test_bad_algo_is_explained(monkeypatch) -> None:
+    from mpiforge.topology.collective import TopologyCollective
+
+    monkeypatch.setenv("MPIFORGE_ALGO", "butterfly")
+    with pytest.raises(ValueError, match="MPIFORGE_ALGO"):
+        TopologyCollective(MPI.COMM_SELF)
