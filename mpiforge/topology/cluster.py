@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ..launch import find_mpiexec
 
-__all__ = ["EmulatedCluster", "Node", "ClusterError", "available", "parse_rate", "cleanup_leftovers"]
+__all__ = ["ClusterError", "EmulatedCluster", "Node", "available", "cleanup_leftovers", "parse_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def parse_rate(rate: str) -> float:
 def _sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run one system command with a timeout; raise :class:`ClusterError` with its stderr on failure."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_CMD_TIMEOUT)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=_CMD_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ClusterError(f"`{shlex.join(cmd)}` failed: {exc}") from exc
     if check and proc.returncode != 0:
@@ -85,7 +85,7 @@ def _sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def available() -> tuple[bool, str]:
     """``(True, "")`` if this machine can host an emulated cluster, else ``(False, reason)``.
 
@@ -151,7 +151,7 @@ def cleanup_leftovers(prefix: str) -> None:
         _kill_namespace_processes(namespace)
         _sh("ip", "netns", "del", namespace, check=False)
     links = _sh("ip", "-o", "link", "show", check=False).stdout
-    for name in re.findall(rf"^\d+:\s+({re.escape(prefix)}-[^:@\s]+)", links, flags=re.M):
+    for name in re.findall(rf"^\d+:\s+({re.escape(prefix)}-[^:@\s]+)", links, flags=re.MULTILINE):
         log.warning("removing leftover link %s", name)
         _sh("ip", "link", "del", name, check=False)
     for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{prefix}-cluster-*")):
@@ -225,7 +225,7 @@ class EmulatedCluster:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> "EmulatedCluster":
+    def __enter__(self) -> EmulatedCluster:  # noqa: PYI034 (typing.Self needs Python 3.11)
         ok, reason = available()
         if not ok:
             raise ClusterError(f"cannot build an emulated cluster here: {reason}")
