@@ -64,7 +64,8 @@ class TopologyCollective(MPICollective):
 
         def finish() -> np.ndarray:
             if algorithm == "hierarchical":
-                result = self.hierarchy.allreduce(array, reduce_op)
+                inter = self.model.inter_algorithm(array.nbytes, *self.shape)
+                result = self.hierarchy.allreduce(array, reduce_op, _FLAT[inter])
             else:
                 result = _FLAT[algorithm](self.comm, array, reduce_op)
             if op == "avg":

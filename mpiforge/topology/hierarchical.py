@@ -43,8 +43,10 @@ class Hierarchy:
         color = me.local_rank if self.uniform or me.local_rank == 0 else MPI.UNDEFINED
         self.rail = comm.Split(color=color, key=me.node)
 
-    def allreduce(self, array: np.ndarray, op: str = "sum") -> np.ndarray:
-        """``array`` reduced over the whole communicator (the same bits on every rank)."""
+    def allreduce(self, array: np.ndarray, op: str = "sum", inter: FlatAllreduce | None = None) -> np.ndarray:
+        """``array`` reduced over the whole communicator (the same bits on every rank); ``inter``
+        replaces the inter-node algorithm for this call."""
+        inter = inter or self.inter
         if self.uniform:
             acc = np.array(array, copy=True)
             flat = acc.reshape(-1)
@@ -53,13 +55,13 @@ class Hierarchy:
             chunks = chunk_bounds(flat.size, self.node.size)
             a, b = chunks[owned]
             if self.rail.size > 1:
-                flat[a:b] = self.inter(self.rail, flat[a:b], op)
+                flat[a:b] = inter(self.rail, flat[a:b], op)
             ring_allgather(self.node, flat, local)
             return acc
         reduced = binomial_reduce(self.node, np.ascontiguousarray(array), op, root=0)
         result = np.empty_like(array)
         if self.node.rank == 0:
-            result[...] = self.inter(self.rail, reduced, op) if self.rail.size > 1 else reduced
+            result[...] = inter(self.rail, reduced, op) if self.rail.size > 1 else reduced
         return binomial_bcast(self.node, result, root=0)
 
     def free(self) -> None:
