@@ -38,12 +38,14 @@ def _exit_on_signal(signum, _frame) -> None:
 @click.option("--ranks-per-node", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--placement", type=click.Choice(PLACEMENTS), default="block", show_default=True)
 @click.option("--subnet", default="10.77.0.0/24", show_default=True, envvar="MPIFORGE_CLUSTER_SUBNET")
+@click.option("--mtu", type=click.IntRange(576, 65535), default=1500, show_default=True,
+              help="MTU of every link (9000: jumbo frames, as HPC Ethernet is usually set up).")
 @click.option("--prefix", default="mpf", show_default=True, help="Names of namespaces and links.")
 @click.option("--timeout", type=float, default=300, show_default=True, help="Seconds before the job is killed.")
 @click.option("--measure", is_flag=True, help="Ping-pong 8 MiB between node0 and node1 and report bandwidth.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what is built and launched.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def main(nodes, rate, ranks_per_node, placement, subnet, prefix, timeout, measure, verbose, command) -> None:
+def main(nodes, rate, ranks_per_node, placement, subnet, mtu, prefix, timeout, measure, verbose, command) -> None:
     """Build the cluster, run COMMAND under mpiexec across it (or --measure), tear it down."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not command and not measure:
@@ -61,7 +63,7 @@ def main(nodes, rate, ranks_per_node, placement, subnet, prefix, timeout, measur
         signal.signal(sig, _exit_on_signal)
     code = 0
     try:
-        with EmulatedCluster(nodes=nodes, rate=rate, subnet=subnet, prefix=prefix) as cluster:
+        with EmulatedCluster(nodes=nodes, rate=rate, subnet=subnet, prefix=prefix, mtu=mtu) as cluster:
             if measure:
                 if nodes < 2:
                     raise click.UsageError("--measure needs --nodes 2 or more")

@@ -78,19 +78,18 @@ def test_tree_bcast_and_reduce_match_mpi(nprocs: int) -> None:
 
 
 def body_hierarchical(comm: MPI.Comm, inter: str) -> None:
-    from mpiforge.topology import algorithms as alg
     from mpiforge.topology.hierarchical import Hierarchy
 
-    hier = Hierarchy(comm, inter={"ring": alg.ring_allreduce, "rabenseifner": alg.rabenseifner_allreduce,
-                                  "recursive_doubling": alg.recursive_doubling_allreduce}[inter])
+    hier = Hierarchy(comm)
     for dtype in ("float32", "int64"):
         for n in (1, 5, 1000, 4099):
             mine = values(comm.rank, n, dtype)
             for op, mpi_op in MPI_OPS.items():
                 want = np.empty_like(mine)
                 comm.Allreduce(mine, want, op=mpi_op)
-                got = hier.allreduce(mine, op)
-                what = f"hierarchical/{inter} {op} {dtype} n={n} ({hier.topology.placement})"
+                segments = 1 + n % 4
+                got = hier.allreduce(mine, op, inter, segments=segments, depth=2)
+                what = f"hierarchical/{inter} x{segments} {op} {dtype} n={n} ({hier.topology.placement})"
                 if dtype.startswith("float"):
                     np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=what)
                 else:
@@ -127,7 +126,7 @@ def body_topology_collective(comm: MPI.Comm, algo: str) -> None:
         assert np.array_equal(out, want)
         if algo != "auto":
             assert coll.algorithm_for(mine.nbytes) == algo
-    coll.hierarchy.free()
+    coll.free()
 
 
 @pytest.mark.parametrize("algo", ["auto", "mpi", "ring", "recursive_doubling", "rabenseifner", "hierarchical"])
@@ -136,14 +135,17 @@ def test_topology_collective(algo: str) -> None:
 
 
 def test_cost_model_choices() -> None:
-    from mpiforge.topology.cost import CostModel
+    from mpiforge.topology.cost import Machine
 
-    model = CostModel()
-    assert model.best(64, 1, 4) == "recursive_doubling"  # tiny: fewest messages
-    assert model.best(64 << 20, 3, 2) == "hierarchical"  # large over slow links: fewest bytes across
-    assert model.predict("hierarchical", 16 << 20, 3, 2) < model.predict("ring", 16 << 20, 3, 2)
+    flat = Machine.cluster(1, 4)
+    assert flat.best("allreduce", 64, candidates=["ring", "recursive_doubling", "rabenseifner"]).algorithm \
+        == "recursive_doubling"  # tiny: fewest messages
+    rr = Machine.cluster(3, 2, placement="roundrobin")
+    big = rr.best("allreduce", 64 << 20, candidates=["ring", "rabenseifner", "hierarchical"])
+    assert big.algorithm == "hierarchical"  # large over slow links: fewest bytes across
+    assert rr.predict("allreduce", "hierarchical", 16 << 20) < rr.predict("allreduce", "rabenseifner", 16 << 20)
     with pytest.raises(ValueError, match="unknown algorithm"):
-        model.predict("butterfly", 1, 2, 2)
+        rr.predict("allreduce", "butterfly", 1)
 
 
 def test_bad_algo_is_explained(monkeypatch) -> None:

@@ -15,7 +15,7 @@ from ..datatypes.buffers import device_buffer
 from ..datatypes.device import _simulated, cuda_runtime
 from .fake_cuda import FakeDeviceArray
 
-__all__ = ["Mapped", "device_empty", "pinned_empty", "mapped_empty", "to_host", "to_device"]
+__all__ = ["Mapped", "device_empty", "device_like", "pinned_empty", "mapped_empty", "to_host", "to_device"]
 
 
 class Mapped(NamedTuple):
@@ -31,6 +31,14 @@ def device_empty(nbytes: int) -> Any:
     if _simulated(cuda):
         return FakeDeviceArray(np.empty(nbytes, np.uint8))
     return cuda.device_array(nbytes, np.uint8)
+
+
+def device_like(host: np.ndarray) -> Any:
+    """An uninitialised device array of ``host``'s shape and dtype."""
+    cuda = cuda_runtime()
+    if _simulated(cuda):
+        return FakeDeviceArray(np.empty_like(host, order="C"))
+    return cuda.device_array(host.shape, host.dtype)
 
 
 def pinned_empty(nbytes: int) -> np.ndarray:

@@ -1,30 +1,55 @@
 """Flat collective algorithms on numpy arrays over mpi4py point-to-point messages.
 
-Each function takes a communicator and a C-contiguous array and returns a new array; the same
-value arrives on every rank (operands are always combined lower rank first, so floating-point
-results are bit-identical across ranks). Reductions: sum, prod, max, min.
+Each algorithm is written once, as a generator of nonblocking steps (``*_steps``, driven by
+``schedule.run`` or several at once by ``schedule.run_pipelined``), and offered as a plain
+function that takes a communicator and an array and returns a new array. The same value arrives
+on every rank (operands are always combined in the same order, so floating-point results are
+bit-identical across ranks). Reductions: sum, prod, max, min.
 
-- ``ring_allreduce``: reduce-scatter then allgather around a ring, 2(p-1)/p x n bytes per rank
-  (bandwidth-optimal; latency 2(p-1) steps). ``order`` gives the ring's rank order.
-- ``recursive_doubling_allreduce``: log2(p) exchanges of the whole array (latency-optimal).
-- ``rabenseifner_allreduce``: recursive-halving reduce-scatter + recursive-doubling allgather.
-- ``binomial_bcast`` / ``binomial_reduce``: trees of depth log2(p).
+- ring reduce-scatter / allgather / allreduce: 2(p-1)/p x n bytes per rank (bandwidth-optimal;
+  2(p-1) steps). ``order`` gives the ring's rank order (e.g. one that follows the nodes).
+- recursive doubling allreduce: log2(p) exchanges of the whole array (latency-optimal).
+- Rabenseifner allreduce: recursive-halving reduce-scatter + recursive-doubling allgather.
+- binomial bcast / reduce: trees of depth log2(p).
 
 Rank counts that are not powers of two are folded first: the extra ranks hand their data to a
 partner, wait, and get the result back.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["REDUCE", "chunk_bounds", "ring_reduce_scatter", "ring_allgather", "ring_allreduce", "recursive_doubling_allreduce", "rabenseifner_allreduce",
-           "binomial_bcast", "binomial_reduce"]
+from .schedule import Steps, run
+
+__all__ = [
+    "FLAT_ALLREDUCE",
+    "FLAT_ALLREDUCE_FN",
+    "REDUCE",
+    "binomial_bcast",
+    "binomial_bcast_steps",
+    "binomial_reduce",
+    "binomial_reduce_steps",
+    "block_ring_chunks",
+    "chunk_bounds",
+    "rabenseifner_allreduce",
+    "rabenseifner_steps",
+    "recursive_doubling_allgather_steps",
+    "recursive_doubling_allreduce",
+    "recursive_doubling_steps",
+    "recursive_halving_reduce_scatter_steps",
+    "ring_allgather",
+    "ring_allgather_steps",
+    "ring_allreduce",
+    "ring_allreduce_steps",
+    "ring_reduce_scatter",
+    "ring_reduce_scatter_steps",
+]
 
 REDUCE = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
-_TAG = 7300
+TAG = 7300  # tags TAG + 0..15 per call; concurrent calls pass tag=TAG + 16 k
 
 
 def _combine(op: str, lower: np.ndarray, upper: np.ndarray, out: np.ndarray) -> None:
@@ -43,51 +68,55 @@ def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-def ring_reduce_scatter(comm: MPI.Comm, flat: np.ndarray, op: str, order: Sequence[int]) -> int:
-    """Reduce the 1-D ``flat`` in place around the ring ``order``; return the index of the
-    chunk (of ``chunk_bounds(flat.size, p)``) this rank now holds fully reduced: position pos in the
-    ring holds chunk (pos + 1) % p. Each chunk is combined once, along the ring from its first
-    holder, so every rank that later receives it gets the same bits."""
+def _sendrecv(comm: MPI.Comm, send: np.ndarray, dest: int, recv: np.ndarray, source: int, tag: int) -> list:
+    return [comm.Irecv(recv, source, tag), comm.Isend(send, dest, tag)]
+
+
+def ring_reduce_scatter_steps(comm: MPI.Comm, flat: np.ndarray, op: str, order: Sequence[int],
+                              chunks: Sequence[tuple[int, int]] | None = None, tag: int = TAG) -> Steps:
+    """Reduce the 1-D ``flat`` in place around the ring ``order``; return the index of the chunk
+    (of ``chunks``, default ``chunk_bounds(flat.size, p)``) this rank then holds fully reduced:
+    position pos in the ring holds chunk (pos + 1) % p. Each chunk is combined once, along the
+    ring from its first holder, so every rank that later receives it gets the same bits."""
     p = comm.size
     pos = order.index(comm.rank)
     if p == 1:
         return 0
     right, left = order[(pos + 1) % p], order[(pos - 1) % p]
-    chunks = chunk_bounds(flat.size, p)
+    chunks = chunks or chunk_bounds(flat.size, p)
     incoming = np.empty(max(b - a for a, b in chunks), dtype=flat.dtype)
     for step in range(p - 1):
         send_a, send_b = chunks[(pos - step) % p]
         recv_a, recv_b = chunks[(pos - step - 1) % p]
         got = incoming[:recv_b - recv_a]
-        comm.Sendrecv(flat[send_a:send_b], right, _TAG, got, left, _TAG)
+        yield _sendrecv(comm, flat[send_a:send_b], right, got, left, tag)
         mine = flat[recv_a:recv_b]
         _combine(op, got, mine, mine)  # the partial result so far, then this rank's own data
     return (pos + 1) % p
 
 
-def ring_allgather(comm: MPI.Comm, flat: np.ndarray, order: Sequence[int]) -> None:
-    """Spread the chunks ``ring_reduce_scatter`` left (position pos holds chunk (pos + 1) % p)."""
+def ring_allgather_steps(comm: MPI.Comm, flat: np.ndarray, order: Sequence[int],
+                         chunks: Sequence[tuple[int, int]] | None = None, tag: int = TAG + 1) -> Steps:
+    """Spread the chunks ``ring_reduce_scatter_steps`` left (position pos holds chunk (pos + 1) % p)."""
     p = comm.size
     pos = order.index(comm.rank)
     right, left = order[(pos + 1) % p], order[(pos - 1) % p]
-    chunks = chunk_bounds(flat.size, p)
+    chunks = chunks or chunk_bounds(flat.size, p)
     for step in range(p - 1):
         send_a, send_b = chunks[(pos + 1 - step) % p]
         recv_a, recv_b = chunks[(pos - step) % p]
-        comm.Sendrecv(flat[send_a:send_b], right, _TAG + 1, flat[recv_a:recv_b], left, _TAG + 1)
+        yield _sendrecv(comm, flat[send_a:send_b], right, flat[recv_a:recv_b], left, tag)
 
 
-def ring_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum", order: Sequence[int] | None = None) -> np.ndarray:
-    """Ring reduce-scatter + allgather; ``order`` is the ring (default: rank order)."""
+def ring_allreduce_steps(comm: MPI.Comm, flat: np.ndarray, op: str, order: Sequence[int] | None = None,
+                         tag: int = TAG) -> Steps:
+    """Ring reduce-scatter + allgather of ``flat`` in place; ``order`` is the ring (default: rank order)."""
     order = list(order) if order is not None else list(range(comm.size))
-    acc = np.array(array, copy=True)
-    flat = acc.reshape(-1)
-    ring_reduce_scatter(comm, flat, op, order)
-    ring_allgather(comm, flat, order)
-    return acc
+    yield from ring_reduce_scatter_steps(comm, flat, op, order, tag=tag)
+    yield from ring_allgather_steps(comm, flat, order, tag=tag + 1)
 
 
-def _fold(comm: MPI.Comm, acc: np.ndarray, op: str) -> tuple[int, int]:
+def _fold_steps(comm: MPI.Comm, acc: np.ndarray, op: str, tag: int) -> Steps:
     """Fold p ranks onto the largest power of two p2 <= p: of the first 2(p - p2) ranks, the odd
     ones send their data to their even partner and sit out. Returns (p2, new rank or -1)."""
     p, rank = comm.size, comm.rank
@@ -95,10 +124,10 @@ def _fold(comm: MPI.Comm, acc: np.ndarray, op: str) -> tuple[int, int]:
     extra = p - p2
     if rank < 2 * extra:
         if rank % 2:
-            comm.Send(acc, rank - 1, _TAG + 2)
+            yield [comm.Isend(acc, rank - 1, tag)]
             return p2, -1
         other = np.empty_like(acc)
-        comm.Recv(other, rank + 1, _TAG + 2)
+        yield [comm.Irecv(other, rank + 1, tag)]
         _combine(op, acc, other, acc)
         return p2, rank // 2
     return p2, rank - extra
@@ -109,101 +138,197 @@ def _real(vrank: int, extra: int) -> int:
     return 2 * vrank if vrank < extra else vrank + extra
 
 
-def _unfold(comm: MPI.Comm, acc: np.ndarray, p2: int) -> None:
+def _unfold_steps(comm: MPI.Comm, acc: np.ndarray, p2: int, tag: int) -> Steps:
     extra = comm.size - p2
     if comm.rank < 2 * extra:
         if comm.rank % 2:
-            comm.Recv(acc, comm.rank - 1, _TAG + 3)
+            yield [comm.Irecv(acc, comm.rank - 1, tag)]
         else:
-            comm.Send(acc, comm.rank + 1, _TAG + 3)
+            yield [comm.Isend(acc, comm.rank + 1, tag)]
 
 
-def recursive_doubling_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum") -> np.ndarray:
-    """log2(p) rounds, each exchanging the whole array with the partner at distance 2^k."""
-    acc = np.array(array, copy=True)
-    p2, vrank = _fold(comm, acc, op)
+def recursive_doubling_steps(comm: MPI.Comm, acc: np.ndarray, op: str, tag: int = TAG) -> Steps:
+    """log2(p) rounds in place, each exchanging the whole array with the partner at distance 2^k."""
+    p2, vrank = yield from _fold_steps(comm, acc, op, tag + 2)
     if vrank >= 0:
         extra = comm.size - p2
         other = np.empty_like(acc)
         mask = 1
         while mask < p2:
-            vpeer = vrank ^ mask
-            comm.Sendrecv(acc, _real(vpeer, extra), _TAG + 4, other, _real(vpeer, extra), _TAG + 4)
-            if vpeer < vrank:
+            peer = _real(vrank ^ mask, extra)
+            yield _sendrecv(comm, acc, peer, other, peer, tag + 4)
+            if vrank ^ mask < vrank:
                 _combine(op, other, acc, acc)
             else:
                 _combine(op, acc, other, acc)
             mask <<= 1
-    _unfold(comm, acc, p2)
-    return acc
+    yield from _unfold_steps(comm, acc, p2, tag + 3)
 
 
-def rabenseifner_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum") -> np.ndarray:
-    """Recursive-halving reduce-scatter, then recursive-doubling allgather (n bytes per rank
-    instead of n log p): the bandwidth-efficient choice for large arrays."""
-    acc = np.array(array, copy=True)
-    p2, vrank = _fold(comm, acc, op)
+def rabenseifner_steps(comm: MPI.Comm, acc: np.ndarray, op: str, tag: int = TAG) -> Steps:
+    """Recursive-halving reduce-scatter, then recursive-doubling allgather, in place (n bytes per
+    rank instead of n log p): the bandwidth-efficient choice for large arrays."""
+    p2, vrank = yield from _fold_steps(comm, acc, op, tag + 2)
     if vrank >= 0:
         extra = comm.size - p2
         flat = acc.reshape(-1)
-        blocks = chunk_bounds(flat.size, p2)
-        lo, hi = 0, p2  # the blocks this rank is still responsible for
-        other = np.empty_like(flat)
-        mask = p2 >> 1
-        steps = []
-        while mask:  # halving: keep the half of [lo, hi) that contains vrank's block
-            vpeer = vrank ^ mask
-            mid = (lo + hi) // 2
-            keep, give = ((lo, mid), (mid, hi)) if vrank < vpeer else ((mid, hi), (lo, mid))
-            ka, kb = blocks[keep[0]][0], blocks[keep[1] - 1][1]
-            ga, gb = blocks[give[0]][0], blocks[give[1] - 1][1]
-            got = other[:kb - ka]
-            comm.Sendrecv(flat[ga:gb], _real(vpeer, extra), _TAG + 5, got, _real(vpeer, extra), _TAG + 5)
-            mine = flat[ka:kb]
-            if vpeer < vrank:
-                _combine(op, got, mine, mine)
-            else:
-                _combine(op, mine, got, mine)
-            steps.append((vpeer, keep, give))
-            lo, hi = keep
-            mask >>= 1
-        for vpeer, keep, give in reversed(steps):  # doubling: hand back what was kept
-            ka, kb = blocks[keep[0]][0], blocks[keep[1] - 1][1]
-            ga, gb = blocks[give[0]][0], blocks[give[1] - 1][1]
-            comm.Sendrecv(flat[ka:kb], _real(vpeer, extra), _TAG + 6, flat[ga:gb], _real(vpeer, extra), _TAG + 6)
-    _unfold(comm, acc, p2)
-    return acc
+        real = [_real(v, extra) for v in range(p2)]
+        exchanges = yield from _halving_steps(comm, flat, op, vrank, real, tag + 5)
+        yield from _doubling_steps(comm, flat, exchanges, real, tag + 6)
+    yield from _unfold_steps(comm, acc, p2, tag + 3)
 
 
-def binomial_bcast(comm: MPI.Comm, array: np.ndarray, root: int = 0) -> np.ndarray:
-    """``root``'s array on every rank, down a binomial tree (in place; returned)."""
+def _halving_steps(comm: MPI.Comm, flat: np.ndarray, op: str, vrank: int, real: list[int], tag: int) -> Steps:
+    """Recursive halving among the p2 = len(real) ranks ``real`` (vrank: this rank's index):
+    afterwards block vrank of ``chunk_bounds(flat.size, p2)`` is reduced here. Returns the
+    exchanges [(peer, kept span, given span)] for ``_doubling_steps``."""
+    p2 = len(real)
+    blocks = chunk_bounds(flat.size, p2)
+    span = lambda lo, hi: (blocks[lo][0], blocks[hi - 1][1])
+    lo, hi = 0, p2  # the blocks this rank is still responsible for
+    other = np.empty_like(flat)
+    mask = p2 >> 1
+    exchanges = []
+    while mask:  # keep the half of [lo, hi) that contains vrank's block
+        vpeer = vrank ^ mask
+        mid = (lo + hi) // 2
+        keep, give = ((lo, mid), (mid, hi)) if vrank < vpeer else ((mid, hi), (lo, mid))
+        (ka, kb), (ga, gb) = span(*keep), span(*give)
+        got = other[:kb - ka]
+        yield _sendrecv(comm, flat[ga:gb], real[vpeer], got, real[vpeer], tag)
+        mine = flat[ka:kb]
+        if vpeer < vrank:
+            _combine(op, got, mine, mine)
+        else:
+            _combine(op, mine, got, mine)
+        exchanges.append((real[vpeer], (ka, kb), (ga, gb)))
+        lo, hi = keep
+        mask >>= 1
+    return exchanges
+
+
+def _doubling_steps(comm: MPI.Comm, flat: np.ndarray, exchanges: list, real: list[int], tag: int) -> Steps:
+    """Undo ``_halving_steps``' split: hand every kept span to the partner it was kept from."""
+    for peer, (ka, kb), (ga, gb) in reversed(exchanges):
+        yield _sendrecv(comm, flat[ka:kb], peer, flat[ga:gb], peer, tag)
+
+
+def recursive_halving_reduce_scatter_steps(comm: MPI.Comm, flat: np.ndarray, op: str, tag: int = TAG) -> Steps:
+    """Reduce ``flat`` so that rank r holds block r of ``chunk_bounds(flat.size, p)`` (p a power of two)."""
+    p = comm.size
+    if p & (p - 1):
+        raise ValueError(f"recursive halving needs a power-of-two rank count, got {p}")
+    yield from _halving_steps(comm, flat, op, comm.rank, list(range(p)), tag)
+
+
+def recursive_doubling_allgather_steps(comm: MPI.Comm, flat: np.ndarray, tag: int = TAG + 1) -> Steps:
+    """Fill ``flat`` from every rank's block r of ``chunk_bounds(flat.size, p)`` (p a power of two):
+    log2(p) exchanges of doubling size."""
+    p, rank = comm.size, comm.rank
+    if p & (p - 1):
+        raise ValueError(f"recursive doubling allgather needs a power-of-two rank count, got {p}")
+    blocks = chunk_bounds(flat.size, p)
+    mask = 1
+    while mask < p:
+        mine, theirs = rank & ~(mask - 1), (rank ^ mask) & ~(mask - 1)
+        send = slice(blocks[mine][0], blocks[mine + mask - 1][1])
+        recv = slice(blocks[theirs][0], blocks[theirs + mask - 1][1])
+        yield _sendrecv(comm, flat[send], rank ^ mask, flat[recv], rank ^ mask, tag)
+        mask <<= 1
+
+
+def block_ring_chunks(bounds: Sequence[tuple[int, int]], order: Sequence[int]) -> list[tuple[int, int]]:
+    """Chunks for the ring functions such that ring position pos ends with block ``order[pos]``
+    (reduce-scatter) or starts from it (allgather)."""
+    p = len(order)
+    return [bounds[order[(k - 1) % p]] for k in range(p)]
+
+
+def binomial_bcast_steps(comm: MPI.Comm, array: np.ndarray, root: int = 0, tag: int = TAG + 7) -> Steps:
+    """``root``'s array into ``array`` on every rank, down a binomial tree."""
     p, vrank = comm.size, (comm.rank - root) % comm.size
     mask = 1
     while mask < p:  # receive from the parent: the rank that differs in the lowest set bit
         if vrank & mask:
-            comm.Recv(array, (vrank - mask + root) % p, _TAG + 7)
+            yield [comm.Irecv(array, (vrank - mask + root) % p, tag)]
             break
         mask <<= 1
     mask >>= 1
+    sends = []
     while mask:
         if vrank + mask < p:
-            comm.Send(array, (vrank + mask + root) % p, _TAG + 7)
+            sends.append(comm.Isend(array, (vrank + mask + root) % p, tag))
         mask >>= 1
+    if sends:
+        yield sends
+
+
+def binomial_reduce_steps(comm: MPI.Comm, acc: np.ndarray, op: str = "sum", root: int = 0,
+                          tag: int = TAG + 8) -> Steps:
+    """Reduce ``acc`` in place up a binomial tree; True on ``root`` (which then holds the result).
+    Operands combine in rank order relative to the root."""
+    p, vrank = comm.size, (comm.rank - root) % comm.size
+    other = np.empty_like(acc)
+    mask = 1
+    while mask < p:
+        if vrank & mask:
+            yield [comm.Isend(acc, (vrank - mask + root) % p, tag)]
+            return False
+        if vrank + mask < p:
+            yield [comm.Irecv(other, (vrank + mask + root) % p, tag)]
+            _combine(op, acc, other, acc)
+        mask <<= 1
+    return True
+
+
+def ring_reduce_scatter(comm: MPI.Comm, flat: np.ndarray, op: str, order: Sequence[int]) -> int:
+    """Blocking ``ring_reduce_scatter_steps``."""
+    return run(ring_reduce_scatter_steps(comm, flat, op, order))
+
+
+def ring_allgather(comm: MPI.Comm, flat: np.ndarray, order: Sequence[int]) -> None:
+    """Blocking ``ring_allgather_steps``."""
+    run(ring_allgather_steps(comm, flat, order))
+
+
+def ring_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum", order: Sequence[int] | None = None) -> np.ndarray:
+    """Ring reduce-scatter + allgather; ``order`` is the ring (default: rank order)."""
+    acc = np.array(array, copy=True)
+    run(ring_allreduce_steps(comm, acc.reshape(-1), op, order))
+    return acc
+
+
+def recursive_doubling_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum") -> np.ndarray:
+    acc = np.array(array, copy=True)
+    run(recursive_doubling_steps(comm, acc, op))
+    return acc
+
+
+def rabenseifner_allreduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum") -> np.ndarray:
+    acc = np.array(array, copy=True)
+    run(rabenseifner_steps(comm, acc, op))
+    return acc
+
+
+def binomial_bcast(comm: MPI.Comm, array: np.ndarray, root: int = 0) -> np.ndarray:
+    """``root``'s array on every rank (in place; returned)."""
+    run(binomial_bcast_steps(comm, array, root))
     return array
 
 
 def binomial_reduce(comm: MPI.Comm, array: np.ndarray, op: str = "sum", root: int = 0) -> np.ndarray | None:
-    """The reduction on ``root`` (None elsewhere), up a binomial tree. Operands combine in
-    rank order relative to the root."""
-    p, vrank = comm.size, (comm.rank - root) % comm.size
-    acc, other = np.array(array, copy=True), np.empty_like(array)
-    mask = 1
-    while mask < p:
-        if vrank & mask:
-            comm.Send(acc, (vrank - mask + root) % p, _TAG + 8)
-            return None
-        if vrank + mask < p:
-            comm.Recv(other, (vrank + mask + root) % p, _TAG + 8)
-            _combine(op, acc, other, acc)
-        mask <<= 1
-    return acc
+    """The reduction on ``root`` (None elsewhere)."""
+    acc = np.array(array, copy=True)
+    return acc if run(binomial_reduce_steps(comm, acc, op, root)) else None
+
+
+# in-place allreduce step generators by name: (comm, flat, op, tag) -> Steps
+FLAT_ALLREDUCE = {
+    "ring": lambda comm, flat, op, tag=TAG: ring_allreduce_steps(comm, flat, op, tag=tag),
+    "recursive_doubling": recursive_doubling_steps,
+    "rabenseifner": rabenseifner_steps,
+}
+
+# blocking allreduce functions by name: (comm, array, op) -> new array
+FLAT_ALLREDUCE_FN = {"ring": ring_allreduce, "recursive_doubling": recursive_doubling_allreduce,
+                     "rabenseifner": rabenseifner_allreduce}

@@ -204,11 +204,14 @@ class EmulatedCluster:
     """
 
     def __init__(self, nodes: int = 2, rate: str = "1gbit", subnet: str = "10.77.0.0/24",
-                 prefix: str = "mpf") -> None:
+                 prefix: str = "mpf", mtu: int = 1500) -> None:
         if nodes < 1:
             raise ValueError(f"need at least one node, got {nodes}")
         if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", prefix):
             raise ValueError(f"prefix {prefix!r} must be 1-6 lowercase letters/digits (interface names are short)")
+        if not 576 <= mtu <= 65535:
+            raise ValueError(f"mtu {mtu} out of range: use 1500 (Ethernet) or 9000 (jumbo frames)")
+        self.mtu = mtu
         self.rate = rate
         self.rate_bps = parse_rate(rate)
         self.prefix = prefix
@@ -243,15 +246,16 @@ class EmulatedCluster:
     def _build(self) -> None:
         self._check_subnet_free()
         burst = str(max(128 * 1024, int(self.rate_bps / 8 * 0.004)))
+        mtu = ("mtu", str(self.mtu))
         tbf = ("root", "tbf", "rate", self.rate, "burst", burst, "latency", "50ms")
         prefixlen = self.network.prefixlen
-        _sh("ip", "link", "add", self.bridge, "type", "bridge")
+        _sh("ip", "link", "add", self.bridge, *mtu, "type", "bridge")
         _sh("ip", "addr", "add", f"{self.bridge_address}/{prefixlen}", "dev", self.bridge)
         _sh("ip", "link", "set", self.bridge, "up")
         for node in self.nodes:
             ns, peer = node.namespace, f"{self.prefix}-p{node.index}"
             _sh("ip", "netns", "add", ns)
-            _sh("ip", "link", "add", node.veth, "type", "veth", "peer", "name", peer)
+            _sh("ip", "link", "add", node.veth, *mtu, "type", "veth", "peer", "name", peer, *mtu)
             _sh("ip", "link", "set", peer, "netns", ns)
             _sh("ip", "-n", ns, "link", "set", peer, "name", "eth0")
             _sh("ip", "-n", ns, "addr", "add", f"{node.address}/{prefixlen}", "dev", "eth0")

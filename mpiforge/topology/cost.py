@@ -1,92 +1,347 @@
-"""A cost model per level of the machine, and the time each allreduce algorithm needs under it.
+"""A placement-aware cost model: how long each collective algorithm takes on a described machine.
 
-A level has a latency ``alpha`` (s per message), an inverse bandwidth ``beta`` (s per byte)
-and a reduction cost ``gamma`` (s per byte combined). For n bytes over p ranks (K nodes of L):
+A machine is a tree of levels, outermost first: ``shape=(nodes, ranks_per_node)`` or
+``(racks, nodes_per_rack, gpus_per_node)``; ranks sit on its leaves in block or round-robin
+order (or as a running job's topology says). Every level has a ``Link``: a latency ``alpha``
+(s per message) and an inverse bandwidth ``beta`` (s per byte through one group's link).
 
-    ring                2(p-1) alpha + 2(p-1)/p n beta + (p-1)/p n gamma
-    recursive_doubling  log2(p') (alpha + n beta + n gamma)                 + fold
-    rabenseifner        2 log2(p') alpha + 2(p'-1)/p' n beta + (p'-1)/p' n gamma + fold
-    hierarchical        ring inside the node on n, then the best flat algorithm across nodes on n/L
+An algorithm is a list of steps; in a step every taking-part rank sends one message at once.
+A message that leaves its group at level i uses that group's link at level i and at every inner
+level, and shares each link with every other message leaving (or entering) the same group in
+that step, so the model sees what rank order and placement do to the slow links: a flat ring
+under round-robin placement crosses the node links with every message, a hierarchical one with
+1/L of them. A step costs the slowest message (alpha of the outermost level it crosses plus
+bytes x beta x sharers, at its most loaded link), plus the per-step software ``overhead`` and
+``gamma`` per byte reduced. Pipelined algorithms (``segments`` S over stages t_1..t_k) take
+sum(t_i) + (S - 1) max(t_i) on n/S bytes; a quantizing codec shrinks the inter-node bytes and
+adds ``codec_gamma`` per byte encoded or decoded.
 
-p' is the largest power of two <= p; when p' < p the extra ranks first hand their whole array
-to a partner and get the result back: fold = 2 (alpha + n beta) + n gamma. (Measured on 3
-emulated nodes at 1 Gbit/s, 16 MiB: across nodes a ring beat Rabenseifner 240 ms to 484 ms.)
+    machine = Machine.cluster(nodes=3, per_node=2, placement="roundrobin")
+    machine.predict("allreduce", "hierarchical", 16 << 20)      # seconds
+    machine.best("allreduce", 16 << 20)                         # Plan(algorithm=..., seconds=...)
 
-A flat algorithm on several nodes pays the inter-node figures (its slowest link), with the
-node's link shared by its L ranks (beta x L, the round-robin case); the defaults describe
-shared memory inside a node and 1 Gbit/s Ethernet between nodes.
+MPI's own collectives ("mpi") are predicted from times measured on the job
+(``mpi_times``, written by ``mpiforge calibrate``) or else as the best flat algorithm without
+the Python overhead.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
-__all__ = ["Level", "CostModel", "ALGORITHMS", "FLAT_ALGORITHMS"]
+import numpy as np
 
-ALGORITHMS = ("ring", "recursive_doubling", "rabenseifner", "hierarchical")
+__all__ = ["ALGORITHMS", "COLLECTIVES", "FLAT_ALLREDUCE", "Link", "Machine", "Plan"]
+
+COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "bcast", "reduce")
+FLAT_ALLREDUCE = ("ring", "recursive_doubling", "rabenseifner")
+ALGORITHMS = {
+    "allreduce": (*FLAT_ALLREDUCE, "hierarchical", "mpi"),
+    "reduce_scatter": ("ring", "recursive_halving", "hierarchical", "mpi"),
+    "allgather": ("ring", "recursive_doubling", "hierarchical", "mpi"),
+    "bcast": ("binomial", "hierarchical", "mpi"),
+    "reduce": ("binomial", "hierarchical", "mpi"),
+}
+SEGMENTS = (1, 2, 4, 8, 16)
 
 
 @dataclass(frozen=True)
-class Level:
+class Link:
     alpha: float  # seconds per message
-    beta: float  # seconds per byte moved
-    gamma: float = 0.25e-9  # seconds per byte reduced
-
-
-def _ring(level: Level, n: float, p: int) -> float:
-    if p <= 1:
-        return 0.0
-    return 2 * (p - 1) * level.alpha + 2 * (p - 1) / p * n * level.beta + (p - 1) / p * n * level.gamma
-
-
-def _fold(level: Level, n: float, p: int) -> tuple[int, float]:
-    """(p', the cost of folding p ranks onto p' = the largest power of two <= p)."""
-    p2 = 1 << (p.bit_length() - 1)
-    return p2, (0.0 if p2 == p else 2 * (level.alpha + n * level.beta) + n * level.gamma)
-
-
-def _recursive_doubling(level: Level, n: float, p: int) -> float:
-    if p <= 1:
-        return 0.0
-    p2, fold = _fold(level, n, p)
-    return fold + math.log2(p2) * (level.alpha + n * level.beta + n * level.gamma)
-
-
-def _rabenseifner(level: Level, n: float, p: int) -> float:
-    if p <= 1:
-        return 0.0
-    p2, fold = _fold(level, n, p)
-    return fold + 2 * math.log2(p2) * level.alpha + 2 * (p2 - 1) / p2 * n * level.beta + (p2 - 1) / p2 * n * level.gamma
-
-
-_FLAT = {"ring": _ring, "recursive_doubling": _recursive_doubling, "rabenseifner": _rabenseifner}
-FLAT_ALGORITHMS = tuple(_FLAT)
+    beta: float  # seconds per byte through one group's link
 
 
 @dataclass(frozen=True)
-class CostModel:
-    intra: Level = Level(alpha=2e-6, beta=1 / 8e9)
-    inter: Level = Level(alpha=30e-6, beta=1 / 0.117e9)
+class Plan:
+    """A chosen algorithm with its parameters and predicted time."""
 
-    def predict(self, algorithm: str, nbytes: int, nodes: int, per_node: int) -> float:
-        """Seconds ``algorithm`` needs to allreduce ``nbytes`` over ``nodes`` x ``per_node`` ranks."""
+    algorithm: str
+    seconds: float
+    inter: str | None = None  # the flat algorithm across nodes (hierarchical)
+    segments: int = 1
+
+
+@dataclass(frozen=True)
+class _Step:
+    src: np.ndarray
+    dst: np.ndarray
+    nbytes: float
+    reduced: float = 0.0  # bytes each receiver combines
+    repeat: int = 1
+    work: float = 0.0  # other seconds of computing per step (encoding, decoding)
+
+
+@dataclass(frozen=True, eq=False)
+class Machine:
+    coords: np.ndarray  # (ranks, levels): each rank's index at every level, outermost first
+    links: tuple[Link, ...]  # links[i]: leaving a group of level i
+    gamma: float = 0.5e-9  # seconds per byte reduced
+    overhead: float = 20e-6  # seconds of software per step of our (Python) algorithms
+    codec_gamma: float = 1.5e-9  # seconds per float32 byte encoded + decoded
+    codec_ratio: float = 0.254  # wire bytes per float32 byte (int8 with a scale per 256 values)
+    mpi_times: dict = field(default_factory=dict)  # collective -> ((bytes, seconds), ...) measured
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def tree(cls, shape: Iterable[int], links: Iterable[Link], placement: str = "block", **figures) -> Machine:
+        """Ranks on the leaves of ``shape`` (outermost first) in block or round-robin order."""
+        shape = tuple(int(s) for s in shape)
+        links = tuple(links)
+        if len(links) != len(shape) or min(shape) < 1:
+            raise ValueError(f"need one link per level and sizes >= 1, got shape {shape} and {len(links)} links")
+        ranks = np.arange(math.prod(shape))
+        if placement == "block":
+            coords = np.stack(np.unravel_index(ranks, shape), axis=1)
+        elif placement == "roundrobin":
+            groups = math.prod(shape[:-1])
+            outer = np.unravel_index(ranks % groups, shape[:-1]) if len(shape) > 1 else ()
+            coords = np.stack([*outer, ranks // groups], axis=1)
+        else:
+            raise ValueError(f"placement {placement!r}: use block or roundrobin")
+        return cls(coords=coords, links=links, **figures)
+
+    @classmethod
+    def cluster(cls, nodes: int, per_node: int, placement: str = "block", intra: Link | None = None,
+                inter: Link | None = None, **figures) -> Machine:
+        """Nodes of ``per_node`` ranks; defaults: shared memory inside, 1 Gbit/s Ethernet between."""
+        return cls.tree((nodes, per_node), (inter or Link(60e-6, 1 / 0.117e9), intra or Link(3e-6, 1 / 3e9)),
+                        placement, **figures)
+
+    @classmethod
+    def from_nodes(cls, node_of_rank: Iterable[int], intra: Link, inter: Link, **figures) -> Machine:
+        """The machine of a running job: the node of every rank (``Topology``)."""
+        nodes = list(node_of_rank)
+        local = [nodes[:rank].count(node) for rank, node in enumerate(nodes)]
+        return cls(coords=np.array([nodes, local], dtype=int).T.reshape(len(nodes), 2), links=(inter, intra), **figures)
+
+    def with_figures(self, **figures) -> Machine:
+        return replace(self, **figures)
+
+    # -- shape --------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return len(self.coords)
+
+    @cached_property
+    def _group_of(self) -> list[np.ndarray]:
+        """Per level, the dense id of every rank's group."""
+        return [np.unique(self.coords[:, :level + 1], axis=0, return_inverse=True)[1].reshape(-1)
+                for level in range(len(self.links))]
+
+    def groups(self, level: int) -> list[np.ndarray]:
+        """The ranks of every group at ``level`` (0: outermost), each in rank order."""
+        keys = [tuple(c[:level + 1]) for c in self.coords]
+        out: dict[tuple, list[int]] = {}
+        for rank, key in enumerate(keys):
+            out.setdefault(key, []).append(rank)
+        return [np.array(v) for _, v in sorted(out.items())]
+
+    def rails(self) -> np.ndarray | None:
+        """(L, K) array: local rank i of every node (a rail), or None when nodes differ in size."""
+        nodes = self.groups(0)
+        if len({len(n) for n in nodes}) != 1:
+            return None
+        return np.array(nodes).T
+
+    def topology_order(self) -> np.ndarray:
+        """All ranks with the members of each group next to each other (a ring that crosses
+        every slow link once)."""
+        return np.lexsort(self.coords.T[::-1])
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def _step_seconds(self, step: _Step) -> float:
+        if step.src.size == 0:
+            return 0.0
+        cs, cd = self.coords[step.src], self.coords[step.dst]
+        differ = cs != cd
+        first = np.where(differ.any(axis=1), differ.argmax(axis=1), len(self.links) - 1)
+        worst = np.zeros(step.src.size)
+        for level, link in enumerate(self.links):
+            uses = first <= level
+            if not uses.any():
+                continue
+            gs, gd = self._group_of[level][step.src], self._group_of[level][step.dst]
+            out = np.bincount(gs[uses], minlength=self.size)
+            into = np.bincount(gd[uses], minlength=self.size)
+            load = np.maximum(out[gs], into[gd]) * uses
+            worst = np.maximum(worst, load * step.nbytes * link.beta)
+        alpha = np.array([link.alpha for link in self.links])[first]
+        return float((alpha + worst).max())
+
+    def seconds(self, steps: list[_Step], software: bool = True) -> float:
+        per_step = self.overhead if software else 2e-6
+        return sum(s.repeat * (self._step_seconds(s) + per_step + s.reduced * self.gamma + s.work) for s in steps)
+
+    def predict(self, collective: str, algorithm: str, nbytes: int, inter: str | None = None,
+                segments: int = 1, quantized: bool = False) -> float:
+        """Seconds that ``algorithm`` takes for ``collective`` on ``nbytes`` (the full array of
+        allreduce, reduce, bcast; the whole result of reduce_scatter and allgather)."""
+        if algorithm == "mpi":
+            return self._mpi(collective, nbytes)
         if algorithm == "hierarchical":
-            inter = self.inter_algorithm(nbytes, nodes, per_node)
-            return _ring(self.intra, nbytes, per_node) + _FLAT[inter](self._shared(per_node), nbytes / per_node, nodes)
-        if algorithm not in _FLAT:
-            raise ValueError(f"unknown algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
-        return _FLAT[algorithm](self._shared(per_node) if nodes > 1 else self.intra, nbytes, nodes * per_node)
+            stages = self._hierarchical(collective, nbytes / segments, inter or "ring", quantized)
+            times = [self.seconds(stage) for stage in stages]
+            return sum(times) + (segments - 1) * max(times)
+        return self.seconds(self._flat(collective, algorithm, nbytes))
 
-    def _shared(self, per_node: int) -> Level:
-        """The inter-node level as each of ``per_node`` ranks sees it when all of a node's ranks
-        send over its one link at once (the rails of the hierarchical algorithm; any flat
-        algorithm under round-robin placement)."""
-        return Level(self.inter.alpha, self.inter.beta * per_node, self.inter.gamma)
+    def best(self, collective: str, nbytes: int, quantized: bool = False,
+             candidates: Iterable[str] | None = None) -> Plan:
+        """The fastest plan (algorithm, inter-node algorithm, segments) for ``collective``."""
+        plans = []
+        for algorithm in candidates or ALGORITHMS[collective]:
+            if quantized and (algorithm != "hierarchical" or collective != "allreduce"):
+                continue
+            if not self.supports(collective, algorithm):
+                continue
+            if algorithm == "hierarchical":
+                inters = ("ring",) if quantized else FLAT_ALLREDUCE if collective == "allreduce" else (None,)
+                for inter in inters:
+                    for s in SEGMENTS if collective == "allreduce" else (1,):
+                        if nbytes / s >= 4096 * self.size or s == 1:
+                            t = self.predict(collective, algorithm, nbytes, inter, s, quantized)
+                            plans.append(Plan(algorithm, t, inter, s))
+            else:
+                plans.append(Plan(algorithm, self.predict(collective, algorithm, nbytes)))
+        if not plans:
+            raise ValueError(f"no algorithm for {collective} here (quantized={quantized})")
+        return min(plans, key=lambda p: p.seconds)
 
-    def inter_algorithm(self, nbytes: int, nodes: int, per_node: int) -> str:
-        """The flat algorithm for the inter-node step of the hierarchical one (on nbytes / per_node)."""
-        return min(FLAT_ALGORITHMS, key=lambda a: _FLAT[a](self._shared(per_node), nbytes / per_node, nodes))
+    def supports(self, collective: str, algorithm: str) -> bool:
+        if algorithm == "hierarchical":
+            return len(self.groups(0)) > 1 and (collective == "allreduce" or self.rails() is not None)
+        if algorithm in ("recursive_halving",) or (collective == "allgather" and algorithm == "recursive_doubling"):
+            return self.size & (self.size - 1) == 0
+        return algorithm in ALGORITHMS[collective]
 
-    def best(self, nbytes: int, nodes: int, per_node: int) -> str:
-        """The algorithm with the smallest predicted time."""
-        return min(ALGORITHMS, key=lambda a: self.predict(a, nbytes, nodes, per_node))
+    # -- algorithms as steps ----------------------------------------------------------------
+
+    def _flat(self, collective: str, algorithm: str, n: float) -> list[_Step]:
+        everyone = np.arange(self.size)[None, :]
+        p = self.size
+        ring = self.topology_order()[None, :]
+        if collective == "allreduce":
+            if algorithm == "ring":
+                return _ring(ring, n, reduce=True) + _ring(ring, n)
+            if algorithm == "recursive_doubling":
+                return _folded(everyone, n, lambda v, p2: _butterfly(v, p2, lambda k: n, True))
+            if algorithm == "rabenseifner":
+                return _folded(everyone, n, lambda v, p2: _halving_doubling(v, p2, n))
+        if collective == "reduce_scatter":
+            if algorithm == "ring":
+                return _ring(ring, n, reduce=True)
+            return _butterfly(everyone, p, lambda k: n / 2 ** (k + 1), True)
+        if collective == "allgather":
+            if algorithm == "ring":
+                return _ring(ring, n)
+            return _butterfly(everyone, p, lambda k: n / p * (p >> (k + 1)), False)[::-1]
+        if collective in ("bcast", "reduce"):
+            return _binomial(everyone, n, reduce=collective == "reduce")
+        raise ValueError(f"unknown algorithm {algorithm!r} for {collective}: use one of "
+                         f"{', '.join(ALGORITHMS.get(collective, ()))}")
+
+    def _hierarchical(self, collective: str, n: float, inter: str, quantized: bool) -> list[list[_Step]]:
+        """The stages: inside the nodes, across them (per rail, or among leaders), inside again."""
+        inside, rails = _padded(self.groups(0)), self.rails()
+        if rails is None:  # nodes of different sizes: through one leader per node
+            leaders = inside[None, :, 0]
+            up = collective in ("allreduce", "reduce")
+            middle = self._inter_allreduce(leaders, n, inter) if collective == "allreduce" else _binomial(leaders, n, up)
+            return [_binomial(inside, n, True) if up else [], middle, [] if collective == "reduce" else _binomial(inside, n)]
+        per = rails.shape[0]
+        if collective == "allreduce":
+            if not quantized:
+                return [_ring(inside, n, reduce=True), self._inter_allreduce(rails, n / per, inter), _ring(inside, n)]
+            middle = [replace(s, nbytes=s.nbytes * self.codec_ratio, work=s.reduced * self.codec_gamma)
+                      for s in self._inter_allreduce(rails, n / per, "ring")]
+            middle.append(_Step(np.array([], int), np.array([], int), 0.0, work=n / per * self.codec_gamma / 2))
+            return [_ring(inside, n, reduce=True), middle, _ring(inside, n)]
+        if collective == "reduce_scatter":
+            return [_ring(inside, n, reduce=True), _ring(rails, n / per, reduce=True)]
+        if collective == "allgather":
+            return [_ring(rails, n / per), _ring(inside, n)]
+        up = collective == "reduce"
+        return [_binomial(rails[:1], n, up), _binomial(inside, n, up)][::-1 if up else 1]
+
+    def _inter_allreduce(self, groups: np.ndarray, n: float, inter: str) -> list[_Step]:
+        if inter == "ring":
+            return _ring(groups, n, reduce=True) + _ring(groups, n)
+        if inter == "rabenseifner":
+            return _folded(groups, n, lambda v, p2: _halving_doubling(v, p2, n))
+        return _folded(groups, n, lambda v, p2: _butterfly(v, p2, lambda k: n, True))
+
+    def _mpi(self, collective: str, nbytes: int) -> float:
+        measured = self.mpi_times.get(collective)
+        if measured:
+            sizes, times = zip(*sorted(measured))
+            return float(np.exp(np.interp(np.log(max(nbytes, 1)), np.log(sizes), np.log(times))))
+        names = [a for a in ALGORITHMS[collective] if a not in ("hierarchical", "mpi") and self.supports(collective, a)]
+        return min(self.seconds(self._flat(collective, a, nbytes), software=False) for a in names)
+
+
+def _padded(groups: list[np.ndarray]) -> np.ndarray:
+    """Groups of possibly different sizes as one (G, m) array padded with -1."""
+    width = max(len(g) for g in groups)
+    return np.array([np.pad(g, (0, width - len(g)), constant_values=-1) for g in groups])
+
+
+def _valid(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = (src >= 0) & (dst >= 0) & (src != dst)
+    return src[keep], dst[keep]
+
+
+def _ring(groups: np.ndarray, n: float, reduce: bool = False) -> list[_Step]:
+    """p-1 steps in which everyone sends n/p to the next rank of its group (a row of ``groups``)."""
+    m = groups.shape[1]
+    if m <= 1:
+        return []
+    src, dst = _valid(groups.ravel(), np.roll(groups, -1, axis=1).ravel())
+    return [_Step(src, dst, n / m, n / m if reduce else 0.0, m - 1)]
+
+
+def _butterfly(vgroups: np.ndarray, p2: int, nbytes, reduce: bool) -> list[_Step]:
+    """log2(p2) exchanges with partners at distance p2/2, p2/4, ... (halving order) among the
+    first p2 ranks of every row of ``vgroups``; ``nbytes(k)`` gives the bytes of exchange k."""
+    steps, k, mask = [], 0, p2 >> 1
+    while mask:
+        src, dst = _valid(vgroups[:, :p2].ravel(), vgroups[:, np.arange(p2) ^ mask].ravel())
+        steps.append(_Step(src, dst, nbytes(k), nbytes(k) if reduce else 0.0))
+        mask >>= 1
+        k += 1
+    return steps
+
+
+def _halving_doubling(vgroups: np.ndarray, p2: int, n: float) -> list[_Step]:
+    """Rabenseifner: recursive-halving reduce-scatter, then the same exchanges back in reverse."""
+    half = lambda k: n / 2 ** (k + 1)
+    return _butterfly(vgroups, p2, half, True) + _butterfly(vgroups, p2, half, False)[::-1]
+
+
+def _folded(groups: np.ndarray, n: float, body) -> list[_Step]:
+    """Fold each group onto a power of two (the extra ranks hand over n and get n back)."""
+    m = groups.shape[1]
+    p2 = 1 << (m.bit_length() - 1)
+    extra = m - p2
+    keep = [2 * v if v < extra else v + extra for v in range(p2)]
+    steps = body(groups[:, keep], p2)
+    if extra:
+        src, dst = _valid(groups[:, 1:2 * extra:2].ravel(), groups[:, 0:2 * extra:2].ravel())
+        steps = [_Step(src, dst, n, n)] + steps + [_Step(dst, src, n)]
+    return steps
+
+
+def _binomial(groups: np.ndarray, n: float, reduce: bool = False) -> list[_Step]:
+    """A binomial tree rooted at each group's first rank: down (bcast) or up (reduce)."""
+    m = groups.shape[1]
+    steps, mask = [], 1
+    while mask < m:
+        senders = np.arange(mask)
+        senders = senders[senders + mask < m]
+        src, dst = _valid(groups[:, senders].ravel(), groups[:, senders + mask].ravel())
+        steps.append(_Step(dst, src, n, n) if reduce else _Step(src, dst, n))
+        mask <<= 1
+    return steps[::-1] if reduce else steps

@@ -1,0 +1,49 @@
+"""Ring allreduce (sum) that sends quantized chunks: the inter-node step of a compressed allreduce.
+
+Reduce-scatter: every hop quantizes its partial sum, the receiver decodes it and adds it to its
+own float32 data. Allgather: each chunk's owner quantizes the finished chunk once and passes the
+bytes on; every rank, the owner too, decodes those same bytes, so results are bit-identical
+everywhere. Bytes on the wire shrink by the codec's ratio (about 4x for int8 and fp8).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from .algorithms import TAG, chunk_bounds
+from .schedule import Steps
+
+__all__ = ["quantized_ring_allreduce_steps"]
+
+
+def quantized_ring_allreduce_steps(comm: MPI.Comm, flat: np.ndarray, codec, order: Sequence[int] | None = None,
+                                   tag: int = TAG) -> Steps:
+    """Sum the float32 ``flat`` over ``comm`` in place, quantizing what travels with ``codec``."""
+    p = comm.size
+    if p == 1:
+        return
+    order = list(order) if order is not None else list(range(p))
+    pos = order.index(comm.rank)
+    right, left = order[(pos + 1) % p], order[(pos - 1) % p]
+    chunks = chunk_bounds(flat.size, p)
+    sizes = [codec.payload_nbytes(b - a) for a, b in chunks]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    wire = np.empty(int(offsets[-1]), dtype=np.uint8)  # every chunk's payload, at its offset
+    out = np.empty(max(sizes), dtype=np.uint8)
+    for step in range(p - 1):
+        send, recv = (pos - step) % p, (pos - step - 1) % p
+        payload = codec.encode(flat[slice(*chunks[send])], out=out)
+        got = wire[offsets[recv]:offsets[recv + 1]]
+        yield [comm.Irecv(got, left, tag), comm.Isend(payload, right, tag)]
+        codec.decode_add(got, flat[slice(*chunks[recv])])
+    owned = (pos + 1) % p
+    mine = wire[offsets[owned]:offsets[owned + 1]]
+    codec.encode(flat[slice(*chunks[owned])], out=mine)
+    for step in range(p - 1):
+        send, recv = (pos + 1 - step) % p, (pos - step) % p
+        yield [comm.Irecv(wire[offsets[recv]:offsets[recv + 1]], left, tag + 1),
+               comm.Isend(wire[offsets[send]:offsets[send + 1]], right, tag + 1)]
+    for index, (a, b) in enumerate(chunks):
+        codec.decode(wire[offsets[index]:offsets[index + 1]], flat[a:b])
