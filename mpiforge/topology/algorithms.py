@@ -73,25 +73,29 @@ def _sendrecv(comm: MPI.Comm, send: np.ndarray, dest: int, recv: np.ndarray, sou
 
 
 def ring_reduce_scatter_steps(comm: MPI.Comm, flat: np.ndarray, op: str, order: Sequence[int],
-                              chunks: Sequence[tuple[int, int]] | None = None, tag: int = TAG) -> Steps:
+                              chunks: Sequence[tuple[int, int]] | None = None, tag: int = TAG,
+                              source: np.ndarray | None = None) -> Steps:
     """Reduce the 1-D ``flat`` in place around the ring ``order``; return the index of the chunk
     (of ``chunks``, default ``chunk_bounds(flat.size, p)``) this rank then holds fully reduced:
     position pos in the ring holds chunk (pos + 1) % p. Each chunk is combined once, along the
-    ring from its first holder, so every rank that later receives it gets the same bits."""
+    ring from its first holder, so every rank that later receives it gets the same bits.
+    With ``source`` this rank's data is read from there and ``flat`` is only written (every
+    chunk but this position's own, which ``ring_allgather_steps`` fills): no copy up front."""
     p = comm.size
     pos = order.index(comm.rank)
     if p == 1:
         return 0
     right, left = order[(pos + 1) % p], order[(pos - 1) % p]
     chunks = chunks or chunk_bounds(flat.size, p)
+    source = flat if source is None else source
     incoming = np.empty(max(b - a for a, b in chunks), dtype=flat.dtype)
     for step in range(p - 1):
         send_a, send_b = chunks[(pos - step) % p]
         recv_a, recv_b = chunks[(pos - step - 1) % p]
         got = incoming[:recv_b - recv_a]
-        yield _sendrecv(comm, flat[send_a:send_b], right, got, left, tag)
-        mine = flat[recv_a:recv_b]
-        _combine(op, got, mine, mine)  # the partial result so far, then this rank's own data
+        yield _sendrecv(comm, (source if step == 0 else flat)[send_a:send_b], right, got, left, tag)
+        # the partial result so far, then this rank's own data
+        _combine(op, got, source[recv_a:recv_b], flat[recv_a:recv_b])
     return (pos + 1) % p
 
 

@@ -90,7 +90,10 @@ class TopologyCollective(MPICollective):
             if name and not self.machine.supports(collective, name):
                 raise ValueError(f"{collective} algorithm {name!r} does not fit this job "
                                  f"({self.size} ranks, nodes {self.shape}); choose another in MPIFORGE_ALGO")
-            plan = self.machine.best(collective, nbytes, quantized, candidates=[name] if name else None)
+            plan = self.machine.best(collective, nbytes, candidates=[name] if name else None)
+            if quantized:  # compress only where it pays
+                plan = min(plan, self.machine.best(collective, nbytes, True, [name] if name else None),
+                           key=lambda p: p.seconds)
             self._plans[key] = plan
         return plan
 
@@ -100,6 +103,13 @@ class TopologyCollective(MPICollective):
     # -- allreduce ------------------------------------------------------------------------------
 
     def allreduce_async(self, array: Any, op: str = "sum", out: Any = None, quantize: str | None = None) -> Handle:
+        return self._allreduce(array, op, out, quantize, blocking=False)
+
+    def allreduce(self, array: Any, op: str = "sum", out: Any = None, quantize: str | None = None) -> Any:
+        """``array`` reduced over all ranks; ``quantize`` overrides the codec of the inter-node step."""
+        return self._allreduce(array, op, out, quantize, blocking=True).wait()
+
+    def _allreduce(self, array: Any, op: str, out: Any, quantize: str | None, blocking: bool) -> Handle:
         if is_device(array):
             return _on_device(lambda host: self.allreduce(host, op, quantize=quantize), array, out)
         array = np.ascontiguousarray(array)
@@ -108,13 +118,19 @@ class TopologyCollective(MPICollective):
         quantized = codec is not None and op in ("sum", "avg") and array.dtype == np.float32
         plan = self.plan("allreduce", array.nbytes, quantized)
         if plan.algorithm == "mpi":
-            return super().allreduce_async(array, op, out)
+            if not blocking:
+                return super().allreduce_async(array, op, out)
+            result = np.empty_like(array) if out is None else out
+            self.comm.Allreduce(array, result, op=_MPI_OPS["sum" if op == "avg" else op])
+            if op == "avg":
+                np.divide(result, self.size, out=result)
+            return Handle(_Deferred(), lambda: result)
         reduce_op = "sum" if op == "avg" else op
 
         def finish() -> np.ndarray:
             if plan.algorithm == "hierarchical":
                 result = self.hierarchy.allreduce(array, reduce_op, plan.inter or "ring", plan.segments,
-                                                  codec=codec if quantized else None)
+                                                  codec=codec if plan.quantized else None)
             elif plan.algorithm == "ring":
                 result = np.array(array, copy=True)
                 run(alg.ring_allreduce_steps(self.comm, result.reshape(-1), reduce_op, self._ring))

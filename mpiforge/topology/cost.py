@@ -61,6 +61,7 @@ class Plan:
     seconds: float
     inter: str | None = None  # the flat algorithm across nodes (hierarchical)
     segments: int = 1
+    quantized: bool = False  # the inter-node step goes through a codec
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ class Machine:
                     for s in SEGMENTS if collective == "allreduce" else (1,):
                         if nbytes / s >= 4096 * self.size or s == 1:
                             t = self.predict(collective, algorithm, nbytes, inter, s, quantized)
-                            plans.append(Plan(algorithm, t, inter, s))
+                            plans.append(Plan(algorithm, t, inter, s, quantized))
             else:
                 plans.append(Plan(algorithm, self.predict(collective, algorithm, nbytes)))
         if not plans:
@@ -278,6 +279,8 @@ class Machine:
         measured = self.mpi_times.get(collective)
         if measured:
             sizes, times = zip(*sorted(measured))
+            if nbytes > sizes[-1]:  # beyond the measurements: bandwidth-bound, time grows with size
+                return times[-1] * nbytes / sizes[-1]
             return float(np.exp(np.interp(np.log(max(nbytes, 1)), np.log(sizes), np.log(times))))
         names = [a for a in ALGORITHMS[collective] if a not in ("hierarchical", "mpi") and self.supports(collective, a)]
         return min(self.seconds(self._flat(collective, a, nbytes), software=False) for a in names)

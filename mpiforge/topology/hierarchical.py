@@ -63,21 +63,23 @@ class Hierarchy:
             raise ValueError(f"unknown inter-node algorithm {inter!r}: use one of {', '.join(FLAT_ALLREDUCE)}")
         if codec is not None and (op != "sum" or np.asarray(array).dtype != np.float32):
             raise ValueError(f"quantized allreduce needs op='sum' on float32, got {op!r} on {np.asarray(array).dtype}")
-        acc = np.array(array, copy=True)
+        source = np.ascontiguousarray(array).reshape(-1)
+        uniform_nodes = self.uniform and self.node.size > 1
+        acc = np.empty_like(array) if uniform_nodes else np.array(array, copy=True)
         flat = acc.reshape(-1)
         segments = max(1, min(segments, flat.size // max(1, self.comm.size)))
-        pieces = [flat[a:b] for a, b in chunk_bounds(flat.size, segments)]
-        run_pipelined((self._steps(piece, op, inter, codec, TAG + 16 * i) for i, piece in enumerate(pieces)),
-                      depth=depth)
+        bounds = chunk_bounds(flat.size, segments)
+        run_pipelined((self._steps(flat[a:b], source[a:b], op, inter, codec, TAG + 16 * i)
+                       for i, (a, b) in enumerate(bounds)), depth=depth)
         return acc
 
-    def _steps(self, flat: np.ndarray, op: str, inter: str, codec, tag: int) -> Steps:
-        """One segment, in place: the three stages (or the leaders' version)."""
-        if not self.uniform:
-            yield from self._leader_steps(flat, op, inter, tag)
+    def _steps(self, flat: np.ndarray, source: np.ndarray, op: str, inter: str, codec, tag: int) -> Steps:
+        """One segment into ``flat`` from ``source``: the three stages (or the leaders' version)."""
+        if not self.uniform or self.node.size == 1:
+            yield from self._leader_steps(flat, op, inter, codec, tag)
             return
         local = list(range(self.node.size))
-        owned = yield from ring_reduce_scatter_steps(self.node, flat, op, local, tag=tag)
+        owned = yield from ring_reduce_scatter_steps(self.node, flat, op, local, tag=tag, source=source)
         a, b = chunk_bounds(flat.size, self.node.size)[owned]
         if self.rail.size > 1:
             if codec is not None:
@@ -86,10 +88,14 @@ class Hierarchy:
                 yield from FLAT_ALLREDUCE[inter](self.rail, flat[a:b], op, tag=tag + 2)
         yield from ring_allgather_steps(self.node, flat, local, tag=tag + 10)
 
-    def _leader_steps(self, flat: np.ndarray, op: str, inter: str, tag: int) -> Steps:
+    def _leader_steps(self, flat: np.ndarray, op: str, inter: str, codec, tag: int) -> Steps:
+        """In place on a copy: reduce to local rank 0, allreduce among those, broadcast."""
         is_root = yield from binomial_reduce_steps(self.node, flat, op, root=0, tag=tag)
         if is_root and self.rail.size > 1:
-            yield from FLAT_ALLREDUCE[inter](self.rail, flat, op, tag=tag + 2)
+            if codec is not None:
+                yield from quantized_ring_allreduce_steps(self.rail, flat, codec, tag=tag + 2)
+            else:
+                yield from FLAT_ALLREDUCE[inter](self.rail, flat, op, tag=tag + 2)
         yield from binomial_bcast_steps(self.node, flat, root=0, tag=tag + 10)
 
     # -- the other collectives (nodes of equal size) -------------------------------------------

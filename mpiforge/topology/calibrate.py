@@ -1,0 +1,119 @@
+"""Measure the cost model's figures on a running job (``mpiforge calibrate --levels``).
+
+All ranks measure at once, so the figures include what the job's ranks do to each other
+(shared cores, one network link per node):
+
+- intra: every rank exchanges with a rank of its own node (8 B for alpha, 4 MiB for beta; 16 MiB across nodes);
+- inter: every rank exchanges with the rank of the same local index on the next node; the
+  node's link carries all of its ranks' messages, so beta per link = time per byte / ranks;
+- gamma: numpy reduction of 4 MiB, all ranks at once; codec_gamma: int8 encode + decode;
+- overhead: the software time of one step of our algorithms (a tiny ring on the node);
+- MPI's own collectives at sizes 4 KiB .. ``max_size`` (x4), for the "mpi" candidate.
+
+    figures = measure_levels(MPI.COMM_WORLD)        # collective; the same dict on every rank
+    machine = machine_for(discover(comm), figures)
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from ..comms.quantize import get_codec
+from .algorithms import ring_allreduce_steps
+from .discovery import Topology, discover
+from .profile import job_key
+from .schedule import run
+
+__all__ = ["measure_levels"]
+
+log = logging.getLogger(__name__)
+SMALL, LARGE, LINK = 8, 4 << 20, 16 << 20
+
+
+def _timed(comm: MPI.Comm, fn, reps: int) -> float:
+    """Median over ``reps`` of the slowest rank's time of ``fn()`` (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        comm.Barrier()
+        start = time.perf_counter()
+        fn()
+        times.append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
+    return statistics.median(times)
+
+
+def _exchange(comm: MPI.Comm, partner: int | None, nbytes: int, reps: int) -> float:
+    send, recv = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
+
+    def step() -> None:
+        if partner is not None and partner != comm.rank:
+            comm.Sendrecv(send, partner, 91, recv, partner, 91)
+
+    return _timed(comm, step, reps)
+
+
+def _link(comm: MPI.Comm, partner: int | None, reps: int, nbytes: int, sharers: int = 1) -> dict:
+    small = _exchange(comm, partner, SMALL, reps * 4)
+    large = _exchange(comm, partner, nbytes, reps)
+    return {"alpha": small, "beta": max(large - small, 1e-9) / nbytes / sharers}
+
+
+def _mpi_times(comm: MPI.Comm, max_size: int, reps: int) -> dict:
+    """Seconds of MPI's collectives per size (allreduce-style sizes: the whole array)."""
+    p = comm.size
+    out: dict[str, list] = {c: [] for c in ("allreduce", "reduce_scatter", "allgather", "bcast", "reduce")}
+    size = 4096
+    while size <= max_size:
+        x = np.ones(size // 4, np.float32)
+        y = np.empty_like(x)
+        block = np.ones(max(1, size // 4 // p), np.float32)
+        gathered = np.empty(block.size * p, np.float32)
+        calls = {
+            "allreduce": lambda: comm.Allreduce(x, y),
+            "reduce_scatter": lambda: comm.Reduce_scatter_block(x[:block.size * p], block),
+            "allgather": lambda: comm.Allgather(block, gathered),
+            "bcast": lambda: comm.Bcast(x, root=0),
+            "reduce": lambda: comm.Reduce(x, y, root=0),
+        }
+        count = reps if size >= (1 << 20) else reps * 3
+        for name, call in calls.items():
+            out[name].append([size, _timed(comm, call, count)])
+        size *= 4
+    return out
+
+
+def measure_levels(comm: MPI.Comm, topology: Topology | None = None, max_size: int = 4 << 20,
+                   reps: int = 5) -> dict:
+    """The figures of ``topology.profile`` measured on ``comm`` (collective)."""
+    topology = topology or discover(comm)
+    nodes = topology.nodes
+    me = topology.places[comm.rank]
+    mates = nodes[me.node]
+    figures: dict = {}
+    if max(len(n) for n in nodes) > 1:
+        partner = mates[me.local_rank ^ 1] if (me.local_rank ^ 1) < len(mates) else None
+        figures["intra"] = _link(comm, partner, reps, LARGE)
+    if len(nodes) > 1:
+        pair = me.node ^ 1  # nodes in pairs (an odd one out idles)
+        other = nodes[pair] if pair < len(nodes) else None
+        partner = other[me.local_rank] if other is not None and me.local_rank < len(other) else None
+        figures["inter"] = _link(comm, partner, reps, LINK, sharers=min(len(n) for n in nodes))
+    data, more = np.ones(LARGE // 4, np.float32), np.ones(LARGE // 4, np.float32)
+    figures["gamma"] = _timed(comm, lambda: np.add(data, more, out=data), reps) / LARGE
+    codec = get_codec("int8")
+    payload = np.empty(codec.payload_nbytes(data.size), np.uint8)
+    figures["codec_gamma"] = _timed(comm, lambda: codec.decode_add(codec.encode(more, payload), data), reps) / LARGE
+    node = comm.Split(me.node, comm.rank)
+    tiny = np.ones(2 * node.size, np.float32)
+    steps = 2 * (node.size - 1)
+    if steps:
+        ring = _timed(comm, lambda: run(ring_allreduce_steps(node, tiny.copy(), "sum")), reps * 4)
+        figures["overhead"] = max(ring / steps - figures.get("intra", {}).get("alpha", 0.0), 1e-6)
+    node.Free()
+    figures["mpi_times"] = {job_key(topology): _mpi_times(comm, max_size, reps)}
+    log.info("calibrated levels: %s", {k: v for k, v in figures.items() if k != "mpi_times"})
+    return figures
