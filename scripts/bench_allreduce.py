@@ -52,8 +52,9 @@ def run_worker(sizes: list[int], reps: int, quantize: str, max_calibrate: int) -
             raise AssertionError(f"mpiforge allreduce of {size} bytes differs from MPI's")
         approx = coll.allreduce(x, quantize=quantize)
         error = float(np.abs(approx - want).max() / np.abs(want).max())
-        calls = {"mpi": lambda: comm.Allreduce(x, want), "mpiforge": lambda: coll.allreduce(x),
-                 "quantized": lambda: coll.allreduce(x, quantize=quantize)}
+        out = np.empty_like(x)  # every variant writes into a buffer allocated once, as MPI's does
+        calls = {"mpi": lambda: comm.Allreduce(x, want), "mpiforge": lambda: coll.allreduce(x, out=out),
+                 "quantized": lambda: coll.allreduce(x, out=out, quantize=quantize)}
         times = {name: [] for name in calls}
         count = reps if size >= (1 << 20) else reps * 4
         order = list(calls)

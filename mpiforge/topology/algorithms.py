@@ -17,11 +17,13 @@ partner, wait, and get the result back.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from mpi4py import MPI
 
+from ..comms.pool import host_pool
 from .schedule import Steps, run
 
 __all__ = [
@@ -50,6 +52,18 @@ __all__ = [
 
 REDUCE = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
 TAG = 7300  # tags TAG + 0..15 per call; concurrent calls pass tag=TAG + 16 k
+
+
+@contextmanager
+def scratch(count: int, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """A 1-D work array of ``count`` items from the buffer pool (a fresh one would cost page
+    faults on first touch every call), given back afterwards."""
+    dtype = np.dtype(dtype)
+    buf = host_pool.take(max(count, 1) * dtype.itemsize)
+    try:
+        yield buf.view(dtype)[:count]
+    finally:
+        host_pool.give(buf)
 
 
 def _combine(op: str, lower: np.ndarray, upper: np.ndarray, out: np.ndarray) -> None:
@@ -88,14 +102,14 @@ def ring_reduce_scatter_steps(comm: MPI.Comm, flat: np.ndarray, op: str, order: 
     right, left = order[(pos + 1) % p], order[(pos - 1) % p]
     chunks = chunks or chunk_bounds(flat.size, p)
     source = flat if source is None else source
-    incoming = np.empty(max(b - a for a, b in chunks), dtype=flat.dtype)
-    for step in range(p - 1):
-        send_a, send_b = chunks[(pos - step) % p]
-        recv_a, recv_b = chunks[(pos - step - 1) % p]
-        got = incoming[:recv_b - recv_a]
-        yield _sendrecv(comm, (source if step == 0 else flat)[send_a:send_b], right, got, left, tag)
-        # the partial result so far, then this rank's own data
-        _combine(op, got, source[recv_a:recv_b], flat[recv_a:recv_b])
+    with scratch(max(b - a for a, b in chunks), flat.dtype) as incoming:
+        for step in range(p - 1):
+            send_a, send_b = chunks[(pos - step) % p]
+            recv_a, recv_b = chunks[(pos - step - 1) % p]
+            got = incoming[:recv_b - recv_a]
+            yield _sendrecv(comm, (source if step == 0 else flat)[send_a:send_b], right, got, left, tag)
+            # the partial result so far, then this rank's own data
+            _combine(op, got, source[recv_a:recv_b], flat[recv_a:recv_b])
     return (pos + 1) % p
 
 
@@ -156,16 +170,17 @@ def recursive_doubling_steps(comm: MPI.Comm, acc: np.ndarray, op: str, tag: int 
     p2, vrank = yield from _fold_steps(comm, acc, op, tag + 2)
     if vrank >= 0:
         extra = comm.size - p2
-        other = np.empty_like(acc)
-        mask = 1
-        while mask < p2:
-            peer = _real(vrank ^ mask, extra)
-            yield _sendrecv(comm, acc, peer, other, peer, tag + 4)
-            if vrank ^ mask < vrank:
-                _combine(op, other, acc, acc)
-            else:
-                _combine(op, acc, other, acc)
-            mask <<= 1
+        with scratch(acc.size, acc.dtype) as buf:
+            other = buf.reshape(acc.shape)
+            mask = 1
+            while mask < p2:
+                peer = _real(vrank ^ mask, extra)
+                yield _sendrecv(comm, acc, peer, other, peer, tag + 4)
+                if vrank ^ mask < vrank:
+                    _combine(op, other, acc, acc)
+                else:
+                    _combine(op, acc, other, acc)
+                mask <<= 1
     yield from _unfold_steps(comm, acc, p2, tag + 3)
 
 
@@ -190,24 +205,24 @@ def _halving_steps(comm: MPI.Comm, flat: np.ndarray, op: str, vrank: int, real: 
     blocks = chunk_bounds(flat.size, p2)
     span = lambda lo, hi: (blocks[lo][0], blocks[hi - 1][1])
     lo, hi = 0, p2  # the blocks this rank is still responsible for
-    other = np.empty_like(flat)
     mask = p2 >> 1
     exchanges = []
-    while mask:  # keep the half of [lo, hi) that contains vrank's block
-        vpeer = vrank ^ mask
-        mid = (lo + hi) // 2
-        keep, give = ((lo, mid), (mid, hi)) if vrank < vpeer else ((mid, hi), (lo, mid))
-        (ka, kb), (ga, gb) = span(*keep), span(*give)
-        got = other[:kb - ka]
-        yield _sendrecv(comm, flat[ga:gb], real[vpeer], got, real[vpeer], tag)
-        mine = flat[ka:kb]
-        if vpeer < vrank:
-            _combine(op, got, mine, mine)
-        else:
-            _combine(op, mine, got, mine)
-        exchanges.append((real[vpeer], (ka, kb), (ga, gb)))
-        lo, hi = keep
-        mask >>= 1
+    with scratch((flat.size + 1) // 2, flat.dtype) as other:
+        while mask:  # keep the half of [lo, hi) that contains vrank's block
+            vpeer = vrank ^ mask
+            mid = (lo + hi) // 2
+            keep, give = ((lo, mid), (mid, hi)) if vrank < vpeer else ((mid, hi), (lo, mid))
+            (ka, kb), (ga, gb) = span(*keep), span(*give)
+            got = other[:kb - ka]
+            yield _sendrecv(comm, flat[ga:gb], real[vpeer], got, real[vpeer], tag)
+            mine = flat[ka:kb]
+            if vpeer < vrank:
+                _combine(op, got, mine, mine)
+            else:
+                _combine(op, mine, got, mine)
+            exchanges.append((real[vpeer], (ka, kb), (ga, gb)))
+            lo, hi = keep
+            mask >>= 1
     return exchanges
 
 

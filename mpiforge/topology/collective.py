@@ -107,6 +107,12 @@ class TopologyCollective(MPICollective):
 
     def allreduce(self, array: Any, op: str = "sum", out: Any = None, quantize: str | None = None) -> Any:
         """``array`` reduced over all ranks; ``quantize`` overrides the codec of the inter-node step."""
+        if type(array) is np.ndarray and quantize is None and self.quantize is None and op in _MPI_OPS:
+            plan = self._plans.get(("allreduce", array.nbytes, False))
+            if plan is not None and plan.algorithm == "mpi" and array.flags.c_contiguous:  # MPI's own, at once
+                result = np.empty_like(array) if out is None else out
+                self.comm.Allreduce(array, result, _MPI_OPS[op])
+                return result
         return self._allreduce(array, op, out, quantize, blocking=True).wait()
 
     def _allreduce(self, array: Any, op: str, out: Any, quantize: str | None, blocking: bool) -> Handle:
@@ -127,10 +133,13 @@ class TopologyCollective(MPICollective):
             return Handle(_Deferred(), lambda: result)
         reduce_op = "sum" if op == "avg" else op
 
+        if out is not None and (out.shape != array.shape or out.dtype != array.dtype or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous {array.dtype} array of shape {array.shape}")
+
         def finish() -> np.ndarray:
             if plan.algorithm == "hierarchical":
                 result = self.hierarchy.allreduce(array, reduce_op, plan.inter or "ring", plan.segments,
-                                                  codec=codec if plan.quantized else None)
+                                                  codec=codec if plan.quantized else None, out=out)
             elif plan.algorithm == "ring":
                 result = np.array(array, copy=True)
                 run(alg.ring_allreduce_steps(self.comm, result.reshape(-1), reduce_op, self._ring))
@@ -138,7 +147,7 @@ class TopologyCollective(MPICollective):
                 result = alg.FLAT_ALLREDUCE_FN[plan.algorithm](self.comm, array, reduce_op)
             if op == "avg":
                 np.divide(result, self.size, out=result)
-            if out is None:
+            if out is None or result is out:
                 return result
             out[...] = result
             return out

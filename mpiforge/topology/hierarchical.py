@@ -54,8 +54,9 @@ class Hierarchy:
         self.rail = comm.Split(color=color, key=me.node)
 
     def allreduce(self, array: np.ndarray, op: str = "sum", inter: str = "ring", segments: int = 1,
-                  depth: int = 2, codec=None) -> np.ndarray:
-        """``array`` reduced over the whole communicator (the same bits on every rank).
+                  depth: int = 2, codec=None, out: np.ndarray | None = None) -> np.ndarray:
+        """``array`` reduced over the whole communicator (the same bits on every rank), in a new
+        array or in ``out`` (C-contiguous, same shape and dtype; may be ``array`` itself).
 
         ``inter`` names the flat algorithm across nodes (``algorithms.FLAT_ALLREDUCE``);
         ``codec`` quantizes that step (sum only, float32)."""
@@ -63,18 +64,27 @@ class Hierarchy:
             raise ValueError(f"unknown inter-node algorithm {inter!r}: use one of {', '.join(FLAT_ALLREDUCE)}")
         if codec is not None and (op != "sum" or np.asarray(array).dtype != np.float32):
             raise ValueError(f"quantized allreduce needs op='sum' on float32, got {op!r} on {np.asarray(array).dtype}")
-        source = np.ascontiguousarray(array).reshape(-1)
-        uniform_nodes = self.uniform and self.node.size > 1
-        acc = np.empty_like(array) if uniform_nodes else np.array(array, copy=True)
-        flat = acc.reshape(-1)
+        array = np.ascontiguousarray(array)
+        if out is None:
+            acc = np.empty_like(array)
+        elif out.shape != array.shape or out.dtype != array.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {array.dtype} array of shape {array.shape}")
+        else:
+            acc = out
+        flat, source = acc.reshape(-1), array.reshape(-1)
+        if not (self.uniform and self.node.size > 1) or np.shares_memory(acc, array):
+            if acc is not array:
+                np.copyto(acc, array)  # the leaders' path works in place
+            source = None
         segments = max(1, min(segments, flat.size // max(1, self.comm.size)))
         bounds = chunk_bounds(flat.size, segments)
-        run_pipelined((self._steps(flat[a:b], source[a:b], op, inter, codec, TAG + 16 * i)
-                       for i, (a, b) in enumerate(bounds)), depth=depth)
+        run_pipelined((self._steps(flat[a:b], None if source is None else source[a:b], op, inter, codec,
+                                   TAG + 16 * i) for i, (a, b) in enumerate(bounds)), depth=depth)
         return acc
 
-    def _steps(self, flat: np.ndarray, source: np.ndarray, op: str, inter: str, codec, tag: int) -> Steps:
-        """One segment into ``flat`` from ``source``: the three stages (or the leaders' version)."""
+    def _steps(self, flat: np.ndarray, source: np.ndarray | None, op: str, inter: str, codec, tag: int) -> Steps:
+        """One segment into ``flat`` from ``source`` (None: in place): the three stages, or the
+        leaders' version."""
         if not self.uniform or self.node.size == 1:
             yield from self._leader_steps(flat, op, inter, codec, tag)
             return

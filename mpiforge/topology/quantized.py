@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from mpi4py import MPI
 
-from .algorithms import TAG, chunk_bounds
+from .algorithms import TAG, chunk_bounds, scratch
 from .schedule import Steps
 
 __all__ = ["quantized_ring_allreduce_steps"]
@@ -30,20 +30,20 @@ def quantized_ring_allreduce_steps(comm: MPI.Comm, flat: np.ndarray, codec, orde
     chunks = chunk_bounds(flat.size, p)
     sizes = [codec.payload_nbytes(b - a) for a, b in chunks]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    wire = np.empty(int(offsets[-1]), dtype=np.uint8)  # every chunk's payload, at its offset
-    out = np.empty(max(sizes), dtype=np.uint8)
-    for step in range(p - 1):
-        send, recv = (pos - step) % p, (pos - step - 1) % p
-        payload = codec.encode(flat[slice(*chunks[send])], out=out)
-        got = wire[offsets[recv]:offsets[recv + 1]]
-        yield [comm.Irecv(got, left, tag), comm.Isend(payload, right, tag)]
-        codec.decode_add(got, flat[slice(*chunks[recv])])
-    owned = (pos + 1) % p
-    mine = wire[offsets[owned]:offsets[owned + 1]]
-    codec.encode(flat[slice(*chunks[owned])], out=mine)
-    for step in range(p - 1):
-        send, recv = (pos + 1 - step) % p, (pos - step) % p
-        yield [comm.Irecv(wire[offsets[recv]:offsets[recv + 1]], left, tag + 1),
-               comm.Isend(wire[offsets[send]:offsets[send + 1]], right, tag + 1)]
-    for index, (a, b) in enumerate(chunks):
-        codec.decode(wire[offsets[index]:offsets[index + 1]], flat[a:b])
+    # every chunk's payload at its offset, and the outgoing payload of the reduce-scatter
+    with scratch(int(offsets[-1]), np.uint8) as wire, scratch(max(sizes), np.uint8) as out:
+        for step in range(p - 1):
+            send, recv = (pos - step) % p, (pos - step - 1) % p
+            payload = codec.encode(flat[slice(*chunks[send])], out=out)
+            got = wire[offsets[recv]:offsets[recv + 1]]
+            yield [comm.Irecv(got, left, tag), comm.Isend(payload, right, tag)]
+            codec.decode_add(got, flat[slice(*chunks[recv])])
+        owned = (pos + 1) % p
+        mine = wire[offsets[owned]:offsets[owned + 1]]
+        codec.encode(flat[slice(*chunks[owned])], out=mine)
+        for step in range(p - 1):
+            send, recv = (pos + 1 - step) % p, (pos - step) % p
+            yield [comm.Irecv(wire[offsets[recv]:offsets[recv + 1]], left, tag + 1),
+                   comm.Isend(wire[offsets[send]:offsets[send + 1]], right, tag + 1)]
+        for index, (a, b) in enumerate(chunks):
+            codec.decode(wire[offsets[index]:offsets[index + 1]], flat[a:b])
