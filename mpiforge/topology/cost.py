@@ -112,11 +112,11 @@ class Machine:
                         placement, **figures)
 
     @classmethod
-    def from_nodes(cls, node_of_rank: Iterable[int], intra: Link, inter: Link, **figures) -> Machine:
-        """The machine of a running job: the node of every rank (``Topology``)."""
-        nodes = list(node_of_rank)
-        local = [nodes[:rank].count(node) for rank, node in enumerate(nodes)]
-        return cls(coords=np.array([nodes, local], dtype=int).T.reshape(len(nodes), 2), links=(inter, intra), **figures)
+    def from_coordinates(cls, coords: Iterable[tuple[int, ...]], intra: Link, inter: Link, **figures) -> Machine:
+        """The machine of a running job from ``Topology.coordinates()``: every level inside a
+        node gets the ``intra`` link."""
+        coords = np.array(list(coords), dtype=int)
+        return cls(coords=coords, links=(inter,) + (intra,) * (coords.shape[1] - 1), **figures)
 
     def with_figures(self, **figures) -> Machine:
         return replace(self, **figures)
@@ -141,8 +141,23 @@ class Machine:
             out.setdefault(key, []).append(rank)
         return [np.array(v) for _, v in sorted(out.items())]
 
+    def axis_groups(self, axis: int) -> np.ndarray | None:
+        """(G, m) array: the ranks that differ only at level ``axis``, ordered along it (axis 0:
+        a rail across nodes; the last axis: the ranks of one leaf group), or None when the tree
+        is not uniform."""
+        keys = np.delete(self.coords, axis, axis=1)
+        _, ids = np.unique(keys, axis=0, return_inverse=True)
+        ids = ids.reshape(-1)
+        counts = np.bincount(ids)
+        if counts.min() != counts.max() or counts.size * counts[0] != self.size:
+            return None
+        order = np.lexsort((self.coords[:, axis], ids))
+        return order.reshape(counts.size, counts[0])
+
     def rails(self) -> np.ndarray | None:
         """(L, K) array: local rank i of every node (a rail), or None when nodes differ in size."""
+        if self.coords.shape[1] == 2:
+            return self.axis_groups(0)
         nodes = self.groups(0)
         if len({len(n) for n in nodes}) != 1:
             return None
@@ -255,18 +270,30 @@ class Machine:
             return [_binomial(inside, n, True) if up else [], middle, [] if collective == "reduce" else _binomial(inside, n)]
         per = rails.shape[0]
         if collective == "allreduce":
-            if not quantized:
-                return [_ring(inside, n, reduce=True), self._inter_allreduce(rails, n / per, inter), _ring(inside, n)]
-            middle = [replace(s, nbytes=s.nbytes * self.codec_ratio, work=s.reduced * self.codec_gamma)
-                      for s in self._inter_allreduce(rails, n / per, "ring")]
-            middle.append(_Step(np.array([], int), np.array([], int), 0.0, work=n / per * self.codec_gamma / 2))
-            return [_ring(inside, n, reduce=True), middle, _ring(inside, n)]
+            return self._levels_allreduce(n, inter, quantized)
         if collective == "reduce_scatter":
             return [_ring(inside, n, reduce=True), _ring(rails, n / per, reduce=True)]
         if collective == "allgather":
             return [_ring(rails, n / per), _ring(inside, n)]
         up = collective == "reduce"
         return [_binomial(rails[:1], n, up), _binomial(inside, n, up)][::-1 if up else 1]
+
+    def _levels_allreduce(self, n: float, inter: str, quantized: bool) -> list[list[_Step]]:
+        """Reduce-scatter level by level from the innermost, allreduce across the outermost,
+        allgather back out: the stages of the hierarchical allreduce on a uniform tree."""
+        down, up = [], []
+        for axis in range(self.coords.shape[1] - 1, 0, -1):
+            groups = self.axis_groups(axis)
+            down.append(_ring(groups, n, reduce=True))
+            up.insert(0, _ring(groups, n))
+            n /= groups.shape[1]
+        top = self.axis_groups(0)
+        if not quantized:
+            return down + [self._inter_allreduce(top, n, inter)] + up
+        middle = [replace(s, nbytes=s.nbytes * self.codec_ratio, work=s.reduced * self.codec_gamma)
+                  for s in self._inter_allreduce(top, n, "ring")]
+        middle.append(_Step(np.array([], int), np.array([], int), 0.0, work=n * self.codec_gamma / 2))
+        return down + [middle] + up
 
     def _inter_allreduce(self, groups: np.ndarray, n: float, inter: str) -> list[_Step]:
         if inter == "ring":

@@ -54,6 +54,25 @@ class Topology:
         """"single" (one node), "block", "roundrobin" or "irregular"."""
         return placement_of([p.node for p in self.places])
 
+    def coordinates(self) -> list[tuple[int, ...]]:
+        """Every rank's place as (node, local rank), or (node, socket, rank in socket) when every
+        node has the same number > 1 of NUMA domains with the same number of ranks each."""
+        two = [(p.node, p.local_rank) for p in self.places]
+        if any(p.numa is None for p in self.places):
+            return two
+        groups: dict[tuple[int, int], list[int]] = {}
+        for p in self.places:
+            groups.setdefault((p.node, p.numa), []).append(p.rank)
+        per_node = {n: sorted({s for (m, s) in groups if m == n}) for n, _ in groups}
+        if len({len(v) for v in per_node.values()}) != 1 or len(next(iter(per_node.values()))) < 2 \
+                or len({len(v) for v in groups.values()}) != 1:
+            return two
+        coords = [()] * self.size
+        for (node, numa), ranks in groups.items():
+            for i, r in enumerate(ranks):
+                coords[r] = (node, per_node[node].index(numa), i)
+        return coords
+
     def node_of(self, rank: int) -> int:
         return self.places[rank].node
 
@@ -99,15 +118,27 @@ def parse_override(text: str, size: int) -> list[int]:
         fields = dict(item.split("=", 1) for item in text.split(","))
         count = int(fields.pop("nodes"))
         placement = fields.pop("placement", "block")
+        fields.pop("sockets", None)  # read by sockets_override
         if fields or count < 1 or placement not in ("block", "roundrobin"):
-            raise ValueError("expected nodes=K[,placement=block|roundrobin]")
+            raise ValueError("expected nodes=K[,placement=block|roundrobin][,sockets=S]")
     except (ValueError, KeyError) as exc:
         raise ValueError(f"MPIFORGE_TOPOLOGY={text!r}: {exc}; write e.g. 'nodes=2', "
-                         "'nodes=2,placement=roundrobin' or '0,1,0,1'") from None
+                         "'nodes=2,placement=roundrobin', 'nodes=2,sockets=2' or '0,1,0,1'") from None
     if placement == "roundrobin":
         return [r % count for r in range(size)]
     per_node = -(-size // count)
     return [r // per_node for r in range(size)]
+
+
+def sockets_override(text: str) -> int | None:
+    """The ``sockets=S`` of ``MPIFORGE_TOPOLOGY``: S NUMA domains per node (ranks in blocks)."""
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() == "sockets":
+            if not value.strip().isdigit() or int(value) < 1:
+                raise ValueError(f"MPIFORGE_TOPOLOGY={text!r}: sockets needs a count >= 1")
+            return int(value)
+    return None
 
 
 def _renumber(nodes: list[int]) -> list[int]:
@@ -159,9 +190,13 @@ def discover(comm: MPI.Comm) -> Topology:
         nodes = _renumber(comm.allgather(leader))
         source = "discovered"
     everyone = comm.allgather(mine)
+    sockets = sockets_override(override) if override else None
+    counts = [nodes.count(n) for n in nodes]
     seen: dict[int, int] = {}
     places = []
     for rank, (node, (host, numa, gpus)) in enumerate(zip(nodes, everyone)):
         local = seen[node] = seen.get(node, -1) + 1
+        if sockets:
+            numa = local * sockets // counts[rank]
         places.append(RankPlace(rank, node, local, host, numa, tuple(gpus)))
     return Topology(tuple(places), source)

@@ -52,6 +52,20 @@ class Hierarchy:
         # with uniform nodes every local rank forms a rail; otherwise only the leaders (local 0)
         color = me.local_rank if self.uniform or me.local_rank == 0 else MPI.UNDEFINED
         self.rail = comm.Split(color=color, key=me.node)
+        self.axes = self._axes() if self.uniform else []
+
+    def _axes(self) -> list[MPI.Comm]:
+        """Per level of ``topology.coordinates()`` (outermost first) the ranks that differ only
+        there: [rail, node] on two levels; [rail, sockets of a node, socket] on three."""
+        coords = self.topology.coordinates()
+        if len(coords[0]) == 2:
+            return [self.rail, self.node]
+        mine = coords[self.comm.rank]
+        axes = []
+        for j in range(len(mine)):
+            others = sorted({c[:j] + c[j + 1:] for c in coords})
+            axes.append(self.comm.Split(color=others.index(mine[:j] + mine[j + 1:]), key=mine[j]))
+        return axes
 
     def allreduce(self, array: np.ndarray, op: str = "sum", inter: str = "ring", segments: int = 1,
                   depth: int = 2, codec=None, out: np.ndarray | None = None) -> np.ndarray:
@@ -79,7 +93,7 @@ class Hierarchy:
         segments = max(1, min(segments, flat.size // max(1, self.comm.size)))
         bounds = chunk_bounds(flat.size, segments)
         run_pipelined((self._steps(flat[a:b], None if source is None else source[a:b], op, inter, codec,
-                                   TAG + 16 * i) for i, (a, b) in enumerate(bounds)), depth=depth)
+                                   TAG + 32 * i) for i, (a, b) in enumerate(bounds)), depth=depth)
         return acc
 
     def _steps(self, flat: np.ndarray, source: np.ndarray | None, op: str, inter: str, codec, tag: int) -> Steps:
@@ -88,15 +102,23 @@ class Hierarchy:
         if not self.uniform or self.node.size == 1:
             yield from self._leader_steps(flat, op, inter, codec, tag)
             return
-        local = list(range(self.node.size))
-        owned = yield from ring_reduce_scatter_steps(self.node, flat, op, local, tag=tag, source=source)
-        a, b = chunk_bounds(flat.size, self.node.size)[owned]
-        if self.rail.size > 1:
+        top, *inner = self.axes
+        held = []  # (axis, the piece reduce-scattered over it)
+        piece = flat
+        for level, axis in enumerate(reversed(inner)):  # innermost level first
+            order = list(range(axis.size))
+            owned = yield from ring_reduce_scatter_steps(axis, piece, op, order, tag=tag + 10 * level,
+                                                         source=source)
+            held.append((axis, piece, level))
+            a, b = chunk_bounds(piece.size, axis.size)[owned]
+            piece, source = piece[a:b], None
+        if top.size > 1:
             if codec is not None:
-                yield from quantized_ring_allreduce_steps(self.rail, flat[a:b], codec, tag=tag + 2)
+                yield from quantized_ring_allreduce_steps(top, piece, codec, tag=tag + 2)
             else:
-                yield from FLAT_ALLREDUCE[inter](self.rail, flat[a:b], op, tag=tag + 2)
-        yield from ring_allgather_steps(self.node, flat, local, tag=tag + 10)
+                yield from FLAT_ALLREDUCE[inter](top, piece, op, tag=tag + 2)
+        for axis, whole, level in reversed(held):
+            yield from ring_allgather_steps(axis, whole, list(range(axis.size)), tag=tag + 10 * level + 1)
 
     def _leader_steps(self, flat: np.ndarray, op: str, inter: str, codec, tag: int) -> Steps:
         """In place on a copy: reduce to local rank 0, allreduce among those, broadcast."""
@@ -176,6 +198,6 @@ class Hierarchy:
         return None
 
     def free(self) -> None:
-        for comm in (self.node, self.rail):
+        for comm in {id(c): c for c in (self.node, self.rail, *self.axes)}.values():
             if comm != MPI.COMM_NULL:
                 comm.Free()

@@ -66,5 +66,5 @@ def machine_for(topology: Topology, figures: dict | None = None) -> Machine:
     links = {name: Link(**{**vars(base), **figures.get(name, {})}) for name, base in (("inter", inter), ("intra", intra))}
     extra = {k: float(figures[k]) for k in FIGURES if k in figures}
     times = figures.get("mpi_times", {}).get(job_key(topology), {})
-    return Machine.from_nodes([p.node for p in topology.places], links["intra"], links["inter"],
+    return Machine.from_coordinates(topology.coordinates(), links["intra"], links["inter"],
                               mpi_times={c: tuple(map(tuple, v)) for c, v in times.items()}, **extra)
