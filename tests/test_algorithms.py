@@ -154,3 +154,27 @@ def test_bad_algo_is_explained(monkeypatch) -> None:
     monkeypatch.setenv("MPIFORGE_ALGO", "butterfly")
     with pytest.raises(ValueError, match="MPIFORGE_ALGO"):
         TopologyCollective(MPI.COMM_SELF)
+
+
+def body_three_levels(comm: MPI.Comm) -> None:
+    from mpiforge.topology.hierarchical import Hierarchy
+
+    hier = Hierarchy(comm)
+    assert len(hier.axes) == 3, hier.topology.coordinates()
+    for n in (1, 7, 4099):
+        mine = values(comm.rank, n, "int64")
+        for op, mpi_op in MPI_OPS.items():
+            want = np.empty_like(mine)
+            comm.Allreduce(mine, want, op=mpi_op)
+            got = hier.allreduce(mine, op, "rabenseifner", segments=2)
+            assert np.array_equal(got, want), (op, n)
+        floats = values(comm.rank, n, "float32")
+        got = hier.allreduce(floats, "sum", "ring")
+        assert same_everywhere(comm, got)
+    hier.free()
+
+
+def test_three_level_allreduce() -> None:
+    """Nodes of two sockets of two ranks: reduce-scatter in the socket, then across the node's
+    sockets, allreduce across nodes, allgather back."""
+    run_ranks(body_three_levels, 8, TIMEOUT, env={"MPIFORGE_TOPOLOGY": "nodes=2,sockets=2"})
