@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "run": "mpiforge.comms.cli:run",
     "calibrate": "mpiforge.comms.cli:calibrate",
     "topo": "mpiforge.topology.cli:topo",
+    "simulate": "mpiforge.topology.simulate:simulate_command",
 }
 
 

@@ -36,12 +36,23 @@ def run(module: bool, method: str | None, target: str, args: tuple[str, ...]) ->
               help="Where to write the profile (default: MPIFORGE_PROFILE, else ~/.cache/mpiforge/profile.json).")
 @click.option("-n", "--ranks", type=int, default=2, show_default=True,
               help="Ranks to launch when not already under mpiexec.")
-def calibrate(quick: bool, output: str | None, ranks: int) -> None:
-    """Measure this system's transfer and packing speeds for the method chooser.
+@click.option("--levels", is_flag=True,
+              help="Calibrate the collectives' cost model instead: link figures inside and between "
+                   "nodes, reduction speed, step overhead and MPI's own collectives, all ranks at once.")
+def calibrate(quick: bool, output: str | None, ranks: int, levels: bool) -> None:
+    """Measure this system's speeds for mpiforge's choices.
 
-    Under mpiexec it measures between ranks 0 and 1 of the job (put them on two nodes to
-    calibrate the network); otherwise it launches itself on this node with --ranks ranks.
+    \b
+      mpiexec -n 2 mpiforge calibrate            transfer and packing speeds (the interposer's methods)
+      mpiexec -n 8 mpiforge calibrate --levels   the topology cost model of this job's layout
+
+    Under mpiexec it measures the job (put ranks on several nodes to calibrate the network);
+    otherwise it launches itself on this node with --ranks ranks.
     """
+    if levels:
+        from ..topology.calibrate import main as main_levels
+
+        return main_levels(quick, output, ranks)
     from .calibrate import main
 
     main(quick, output, ranks)

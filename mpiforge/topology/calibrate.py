@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import logging
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
@@ -25,10 +28,10 @@ from mpi4py import MPI
 from ..comms.quantize import get_codec
 from .algorithms import ring_allreduce_steps
 from .discovery import Topology, discover
-from .profile import job_key
+from .profile import job_key, profile_path, save
 from .schedule import run
 
-__all__ = ["measure_levels"]
+__all__ = ["measure_levels", "main"]
 
 log = logging.getLogger(__name__)
 SMALL, LARGE, LINK = 8, 4 << 20, 16 << 20
@@ -117,3 +120,46 @@ def measure_levels(comm: MPI.Comm, topology: Topology | None = None, max_size: i
     figures["mpi_times"] = {job_key(topology): _mpi_times(comm, max_size, reps)}
     log.info("calibrated levels: %s", {k: v for k, v in figures.items() if k != "mpi_times"})
     return figures
+
+
+def main(quick: bool, output: str | None, ranks: int) -> None:
+    """``mpiforge calibrate --levels``: measure under mpiexec (or launch ``ranks`` ranks that do),
+    merge into the topology profile and print the figures."""
+    from ..launch import in_mpi_job, mpiexec_command
+
+    path = Path(output) if output else profile_path()
+    if not in_mpi_job():
+        argv = [sys.executable, "-m", "mpiforge", "calibrate", "--levels", "--output", str(path)]
+        code = subprocess.call(mpiexec_command(ranks, argv + (["--quick"] if quick else [])))
+        if code:
+            raise SystemExit(code)
+        return
+    comm = MPI.COMM_WORLD
+    topology = discover(comm)
+    figures = measure_levels(comm, topology, max_size=(1 << 20) if quick else (16 << 20), reps=3 if quick else 5)
+    if comm.rank == 0:
+        save(figures, path)
+        _report(figures, topology, path)
+
+
+def _report(figures: dict, topology: Topology, path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cost model figures, {job_key(topology)}")
+    for column in ("figure", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for name in ("intra", "inter"):
+        if name in figures:
+            link = figures[name]
+            table.add_row(f"{name} latency", f"{link['alpha'] * 1e6:.1f} us")
+            table.add_row(f"{name} bandwidth", f"{1 / link['beta'] / 1e9:.3f} GB/s")
+    table.add_row("reduction", f"{1 / figures['gamma'] / 1e9:.2f} GB/s")
+    table.add_row("int8 encode + decode", f"{1 / figures['codec_gamma'] / 1e9:.2f} GB/s")
+    if "overhead" in figures:
+        table.add_row("software per step", f"{figures['overhead'] * 1e6:.1f} us")
+    for collective, points in next(iter(figures["mpi_times"].values())).items():
+        table.add_row(f"MPI {collective}", ", ".join(f"{size >> 10} KiB {t * 1e3:.2f} ms" for size, t in points[::2]))
+    console = Console()
+    console.print(table)
+    console.print(f"written to {path}; TopologyCollective and `mpiforge simulate --profile` read it")

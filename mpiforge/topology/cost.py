@@ -135,6 +135,15 @@ class Machine:
 
     def groups(self, level: int) -> list[np.ndarray]:
         """The ranks of every group at ``level`` (0: outermost), each in rank order."""
+        if level not in self._groups:
+            self._groups[level] = self._find_groups(level)
+        return self._groups[level]
+
+    @cached_property
+    def _groups(self) -> dict:
+        return {}
+
+    def _find_groups(self, level: int) -> list[np.ndarray]:
         keys = [tuple(c[:level + 1]) for c in self.coords]
         out: dict[tuple, list[int]] = {}
         for rank, key in enumerate(keys):
@@ -145,6 +154,15 @@ class Machine:
         """(G, m) array: the ranks that differ only at level ``axis``, ordered along it (axis 0:
         a rail across nodes; the last axis: the ranks of one leaf group), or None when the tree
         is not uniform."""
+        if axis not in self._axes:
+            self._axes[axis] = self._find_axis_groups(axis)
+        return self._axes[axis]
+
+    @cached_property
+    def _axes(self) -> dict:
+        return {}
+
+    def _find_axis_groups(self, axis: int) -> np.ndarray | None:
         keys = np.delete(self.coords, axis, axis=1)
         _, ids = np.unique(keys, axis=0, return_inverse=True)
         ids = ids.reshape(-1)
@@ -154,14 +172,18 @@ class Machine:
         order = np.lexsort((self.coords[:, axis], ids))
         return order.reshape(counts.size, counts[0])
 
-    def rails(self) -> np.ndarray | None:
-        """(L, K) array: local rank i of every node (a rail), or None when nodes differ in size."""
+    @cached_property
+    def _rails(self) -> np.ndarray | None:
         if self.coords.shape[1] == 2:
             return self.axis_groups(0)
         nodes = self.groups(0)
         if len({len(n) for n in nodes}) != 1:
             return None
         return np.array(nodes).T
+
+    def rails(self) -> np.ndarray | None:
+        """(L, K) array: local rank i of every node (a rail), or None when nodes differ in size."""
+        return self._rails
 
     def topology_order(self) -> np.ndarray:
         """All ranks with the members of each group next to each other (a ring that crosses
@@ -170,24 +192,44 @@ class Machine:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def _step_seconds(self, step: _Step) -> float:
-        if step.src.size == 0:
-            return 0.0
-        cs, cd = self.coords[step.src], self.coords[step.dst]
+    def _pattern(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """For the messages src -> dst sent at once: the distinct (alpha, seconds per byte at the
+        most loaded link) pairs, and the outermost level crossed. Cached: the same patterns
+        recur at every size."""
+        key = (src.tobytes(), dst.tobytes())
+        hit = self._patterns.get(key)
+        if hit is not None:
+            return hit
+        cs, cd = self.coords[src], self.coords[dst]
         differ = cs != cd
         first = np.where(differ.any(axis=1), differ.argmax(axis=1), len(self.links) - 1)
-        worst = np.zeros(step.src.size)
+        per_byte = np.zeros(src.size)
         for level, link in enumerate(self.links):
             uses = first <= level
             if not uses.any():
                 continue
-            gs, gd = self._group_of[level][step.src], self._group_of[level][step.dst]
+            gs, gd = self._group_of[level][src], self._group_of[level][dst]
             out = np.bincount(gs[uses], minlength=self.size)
             into = np.bincount(gd[uses], minlength=self.size)
-            load = np.maximum(out[gs], into[gd]) * uses
-            worst = np.maximum(worst, load * step.nbytes * link.beta)
+            per_byte = np.maximum(per_byte, np.maximum(out[gs], into[gd]) * uses * link.beta)
         alpha = np.array([link.alpha for link in self.links])[first]
-        return float((alpha + worst).max())
+        pairs = np.unique(np.stack([alpha, per_byte], axis=1), axis=0)
+        hit = self._patterns[key] = (pairs[:, 0], pairs[:, 1], int(first.min()))
+        return hit
+
+    @cached_property
+    def _patterns(self) -> dict:
+        return {}
+
+    def _step_seconds(self, step: _Step) -> float:
+        if step.src.size == 0:
+            return 0.0
+        alpha, per_byte, _ = self._pattern(step.src, step.dst)
+        return float((alpha + step.nbytes * per_byte).max())
+
+    def _level(self, steps: list[_Step]) -> int:
+        """The outermost level a stage's messages cross (the link it is bound by)."""
+        return min((self._pattern(s.src, s.dst)[2] for s in steps if s.src.size), default=len(self.links))
 
     def seconds(self, steps: list[_Step], software: bool = True) -> float:
         per_step = self.overhead if software else 2e-6
@@ -201,8 +243,11 @@ class Machine:
             return self._mpi(collective, nbytes)
         if algorithm == "hierarchical":
             stages = self._hierarchical(collective, nbytes / segments, inter or "ring", quantized)
-            times = [self.seconds(stage) for stage in stages]
-            return sum(times) + (segments - 1) * max(times)
+            busy: dict[int, float] = {}  # stages on the same link cannot overlap each other
+            for stage in stages:
+                level = self._level(stage)
+                busy[level] = busy.get(level, 0.0) + self.seconds(stage)
+            return sum(busy.values()) + (segments - 1) * max(busy.values())
         return self.seconds(self._flat(collective, algorithm, nbytes))
 
     def best(self, collective: str, nbytes: int, quantized: bool = False,
@@ -262,21 +307,27 @@ class Machine:
 
     def _hierarchical(self, collective: str, n: float, inter: str, quantized: bool) -> list[list[_Step]]:
         """The stages: inside the nodes, across them (per rail, or among leaders), inside again."""
-        inside, rails = _padded(self.groups(0)), self.rails()
+        rails = self.rails()
+        if collective == "allreduce" and rails is not None:
+            return self._levels_allreduce(n, inter, quantized)
+        inside = self._inside
         if rails is None:  # nodes of different sizes: through one leader per node
             leaders = inside[None, :, 0]
             up = collective in ("allreduce", "reduce")
             middle = self._inter_allreduce(leaders, n, inter) if collective == "allreduce" else _binomial(leaders, n, up)
             return [_binomial(inside, n, True) if up else [], middle, [] if collective == "reduce" else _binomial(inside, n)]
         per = rails.shape[0]
-        if collective == "allreduce":
-            return self._levels_allreduce(n, inter, quantized)
         if collective == "reduce_scatter":
             return [_ring(inside, n, reduce=True), _ring(rails, n / per, reduce=True)]
         if collective == "allgather":
             return [_ring(rails, n / per), _ring(inside, n)]
         up = collective == "reduce"
         return [_binomial(rails[:1], n, up), _binomial(inside, n, up)][::-1 if up else 1]
+
+    @cached_property
+    def _inside(self) -> np.ndarray:
+        """The ranks of every node as rows (padded with -1)."""
+        return _padded(self.groups(0))
 
     def _levels_allreduce(self, n: float, inter: str, quantized: bool) -> list[list[_Step]]:
         """Reduce-scatter level by level from the innermost, allreduce across the outermost,
@@ -365,13 +416,14 @@ def _folded(groups: np.ndarray, n: float, body) -> list[_Step]:
 
 
 def _binomial(groups: np.ndarray, n: float, reduce: bool = False) -> list[_Step]:
-    """A binomial tree rooted at each group's first rank: down (bcast) or up (reduce)."""
+    """A binomial tree rooted at each group's first rank, as ``algorithms`` runs it: down from
+    the farthest partner (bcast), or up from the nearest (reduce)."""
     m = groups.shape[1]
-    steps, mask = [], 1
-    while mask < m:
-        senders = np.arange(mask)
+    steps, mask = [], 1 << max(m - 1, 0).bit_length() >> 1
+    while mask:
+        senders = np.arange(0, m, 2 * mask)
         senders = senders[senders + mask < m]
         src, dst = _valid(groups[:, senders].ravel(), groups[:, senders + mask].ravel())
         steps.append(_Step(dst, src, n, n) if reduce else _Step(src, dst, n))
-        mask <<= 1
+        mask >>= 1
     return steps[::-1] if reduce else steps
