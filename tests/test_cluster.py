@@ -21,6 +21,7 @@ SUBNET = "10.78.0.0/24"
 RATE = "200mbit"
 TIMEOUT = 60
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "emulated_cluster.py"
+BODIES = Path(__file__).resolve().parent / "test_topology_collectives.py"  # body_sections, section_cluster
 WHERE = ("import json, socket; from mpi4py import MPI; "
          "print(json.dumps([MPI.COMM_WORLD.rank, socket.gethostname(), MPI.Get_processor_name()]))")
 
@@ -103,3 +104,25 @@ def test_cli_runs_command_and_cleans_up():
     hosts = sorted(json.loads(line)[1] for line in proc.stdout.splitlines() if line.startswith("["))
     assert hosts == ["node0", "node1"]
     assert leftovers("mpfc") == []
+
+
+@needs_cluster
+def test_topology_collectives_match_mpi_across_nodes(cluster, tmp_path, monkeypatch):
+    """TopologyCollective on 2 nodes x 2 ranks (round-robin), nodes discovered, not overridden:
+    allreduce (auto, forced hierarchical, int8), reduce_scatter, allgather, bcast and reduce
+    against MPI's collectives (``section_cluster`` in test_topology_collectives.py)."""
+    for name in ("MPIFORGE_TOPOLOGY", "MPIFORGE_ALGO", "MPIFORGE_QUANTIZE"):
+        monkeypatch.delenv(name, raising=False)
+    profile = f"MPIFORGE_TOPO_PROFILE={tmp_path / 'no-profile.json'}"  # the default figures
+    monkeypatch.setenv("MPIFORGE_TOPO_PROFILE", str(tmp_path / "no-profile.json"))
+    argv = [sys.executable, "-m", "mpiforge.testing", str(BODIES), "body_sections", str(tmp_path),
+            json.dumps([str(tmp_path), [["cluster", None, "cluster"]]])]
+    proc = cluster.run(2, argv, placement="roundrobin", timeout=TIMEOUT, extra=["-x", profile])
+    outcomes = [json.loads(f.read_text()) for f in sorted(tmp_path.glob("[0-9]*.json"))]
+    crashed = [o["error"] for o in outcomes if not o["ok"]]
+    assert proc.returncode == 0 and len(outcomes) == 4 and not crashed, \
+        f"exit {proc.returncode}, {len(outcomes)} ranks reported\n" + "\n".join(crashed) + proc.stderr[-3000:]
+    records = [json.loads((tmp_path / f"sections-{rank}.json").read_text()) for rank in range(4)]
+    failures = [f"rank {rank}: {f}" for rank, r in enumerate(records) for f in r["cluster"]["failures"]]
+    assert all(r["cluster"]["checks"] > 0 for r in records)
+    assert not failures, "\n".join(failures[:40])

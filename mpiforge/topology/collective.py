@@ -91,9 +91,9 @@ class TopologyCollective(MPICollective):
                 raise ValueError(f"{collective} algorithm {name!r} does not fit this job "
                                  f"({self.size} ranks, nodes {self.shape}); choose another in MPIFORGE_ALGO")
             plan = self.machine.best(collective, nbytes, candidates=[name] if name else None)
-            if quantized:  # compress only where it pays
-                plan = min(plan, self.machine.best(collective, nbytes, True, [name] if name else None),
-                           key=lambda p: p.seconds)
+            if quantized and self.machine.supports(collective, "hierarchical") \
+                    and name in (None, "hierarchical"):  # compress only where it pays
+                plan = min(plan, self.machine.best(collective, nbytes, True), key=lambda p: p.seconds)
             self._plans[key] = plan
         return plan
 
@@ -110,31 +110,36 @@ class TopologyCollective(MPICollective):
         if type(array) is np.ndarray and quantize is None and self.quantize is None and op in _MPI_OPS:
             plan = self._plans.get(("allreduce", array.nbytes, False))
             if plan is not None and plan.algorithm == "mpi" and array.flags.c_contiguous:  # MPI's own, at once
-                result = np.empty_like(array) if out is None else out
-                self.comm.Allreduce(array, result, _MPI_OPS[op])
-                return result
+                return self._mpi_allreduce(array, op, out)
         return self._allreduce(array, op, out, quantize, blocking=True).wait()
+
+    def _mpi_allreduce(self, array: np.ndarray, op: str, out: np.ndarray | None) -> np.ndarray:
+        """MPI's blocking Allreduce into a new array or ``out`` (``array`` itself: in place)."""
+        result = _checked_out(array, out)
+        self.comm.Allreduce(MPI.IN_PLACE if result is array else array, result, _MPI_OPS["sum" if op == "avg" else op])
+        if op == "avg":
+            np.divide(result, self.size, out=result)
+        return result
 
     def _allreduce(self, array: Any, op: str, out: Any, quantize: str | None, blocking: bool) -> Handle:
         if is_device(array):
             return _on_device(lambda host: self.allreduce(host, op, quantize=quantize), array, out)
         array = np.ascontiguousarray(array)
         check_op(op, array.dtype)
+        if quantize is not None and op not in ("sum", "avg"):
+            raise ValueError(f"quantize={quantize!r} applies to sum and avg, not {op!r}: drop it for this call")
         codec = get_codec(quantize if quantize is not None else self.quantize)
         quantized = codec is not None and op in ("sum", "avg") and array.dtype == np.float32
         plan = self.plan("allreduce", array.nbytes, quantized)
+        _checked_out(array, out, allocate=False)
         if plan.algorithm == "mpi":
-            if not blocking:
-                return super().allreduce_async(array, op, out)
-            result = np.empty_like(array) if out is None else out
-            self.comm.Allreduce(array, result, op=_MPI_OPS["sum" if op == "avg" else op])
-            if op == "avg":
-                np.divide(result, self.size, out=result)
-            return Handle(_Deferred(), lambda: result)
+            if blocking:
+                result = self._mpi_allreduce(array, op, out)
+                return Handle(_Deferred(), lambda: result)
+            if out is array:
+                array = array.copy()  # a nonblocking reduction cannot read and write one buffer
+            return super().allreduce_async(array, op, out)
         reduce_op = "sum" if op == "avg" else op
-
-        if out is not None and (out.shape != array.shape or out.dtype != array.dtype or not out.flags.c_contiguous):
-            raise ValueError(f"out must be a C-contiguous {array.dtype} array of shape {array.shape}")
 
         def finish() -> np.ndarray:
             if plan.algorithm == "hierarchical":
@@ -238,6 +243,16 @@ class TopologyCollective(MPICollective):
 
     def free(self) -> None:
         self.hierarchy.free()
+
+
+def _checked_out(array: np.ndarray, out: Any, allocate: bool = True) -> np.ndarray | None:
+    """``out`` if it can hold ``array``'s result (else ValueError), or a new array."""
+    if out is None:
+        return np.empty_like(array) if allocate else None
+    if not isinstance(out, np.ndarray) or out.shape != array.shape or out.dtype != array.dtype \
+            or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {array.dtype} array of shape {array.shape}")
+    return out
 
 
 def _on_device(host_call, array: Any, out: Any = None) -> Handle:
