@@ -11,8 +11,6 @@ ready first, so one segment's reduction overlaps another segment's transfer on a
 """
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Generator, Iterable
 from typing import Any
 
@@ -23,34 +21,13 @@ __all__ = ["Steps", "run", "run_pipelined"]
 Steps = Generator[list, None, Any]
 
 
-SPIN_S = float(os.environ.get("MPIFORGE_SPIN_US", "50")) * 1e-6
-NAP_MAX_S = 1e-3
-
-
-def wait_some(requests: list) -> list[int]:
-    """Indices of completed ``requests`` (at least one): spin for ``SPIN_S``, then test between
-    naps that grow to 1 ms, so that a rank waiting on a slow link leaves the CPU to the ranks
-    and the network stack that have work (MPI's own wait spins, which on an oversubscribed node
-    starves them). ``MPIFORGE_SPIN_US=inf`` always spins."""
-    start = time.perf_counter()
-    nap = 20e-6
-    while True:
-        done = MPI.Request.Testsome(requests)
-        if done:
-            return done
-        if time.perf_counter() - start > SPIN_S:
-            time.sleep(nap)
-            nap = min(2 * nap, NAP_MAX_S)
-
-
 def run(steps: Steps) -> Any:
     """Drive ``steps`` to its end (waiting for each step's requests); return its value."""
     try:
         requests = next(steps)
         while True:
-            while requests:
-                done = set(wait_some(requests))
-                requests = [r for i, r in enumerate(requests) if i not in done]
+            if requests:
+                MPI.Request.Waitall(requests)
             requests = steps.send(None)
     except StopIteration as stop:
         return stop.value
@@ -88,7 +65,7 @@ def run_pipelined(all_steps: Iterable[Steps], depth: int = 2) -> list:
         for index, (_, requests) in active.items():
             owners += [index] * len(requests)
             flat += requests
-        done = wait_some(flat)
+        done = MPI.Request.Waitsome(flat) or []
         finished = set(done)
         for index in {owners[i] for i in done}:
             steps, requests = active[index]
