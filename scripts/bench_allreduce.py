@@ -56,7 +56,7 @@ def run_worker(sizes: list[int], reps: int, quantize: str, max_calibrate: int) -
         calls = {"mpi": lambda: comm.Allreduce(x, want), "mpiforge": lambda: coll.allreduce(x, out=out),
                  "quantized": lambda: coll.allreduce(x, out=out, quantize=quantize)}
         times = {name: [] for name in calls}
-        count = reps if size >= (1 << 20) else reps * 4
+        count = reps if size >= (1 << 20) else reps * 3
         order = list(calls)
         rng = np.random.default_rng(size)
         for _ in range(count):
@@ -170,7 +170,7 @@ def _sizes(text: str) -> list[int]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--quick", is_flag=True, help="Sizes 4 KiB - 4 MiB, fewer repetitions.")
-@click.option("--reps", type=click.IntRange(min=1), default=None, help="Repetitions at 1 MiB and above (default 5).")
+@click.option("--reps", type=click.IntRange(min=1), default=None, help="Repetitions at 1 MiB and above (default 9; 3 with --quick).")
 @click.option("--clusters", default="2x2,3x2", show_default=True, help="Nodes x ranks per node, comma-separated.")
 @click.option("--rate", default="1gbit", show_default=True, help="Each node's link rate (tc tbf).")
 @click.option("--mtu", type=click.IntRange(576, 65535), default=1500, show_default=True,
@@ -191,7 +191,7 @@ def main(quick: bool, reps: int | None, clusters: str, rate: str, mtu: int, quan
          sizes: str) -> None:
     """Time mpiforge's topology-aware allreduce (planned by the cost model calibrated on the
     job, and with int8 on the inter-node step) against MPI_Allreduce on emulated clusters."""
-    reps = reps or (3 if quick else 5)
+    reps = reps or (3 if quick else 9)
     if worker:
         return run_worker(_sizes(sizes), reps, quantize, max_calibrate)
     top = 4 << 20 if quick else 64 << 20

@@ -4,8 +4,9 @@ All ranks measure at once, so the figures include what the job's ranks do to eac
 (shared cores, one network link per node):
 
 - intra: every rank exchanges with a rank of its own node (8 B for alpha, 4 MiB for beta; 16 MiB across nodes);
-- inter: every rank exchanges with the rank of the same local index on the next node; the
-  node's link carries all of its ranks' messages, so beta per link = time per byte / ranks;
+- inter: every rank streams to the rank of the same local index on the next node (a ring per
+  rail, as the hierarchical algorithms send); the node's link carries all of its ranks'
+  messages, so beta per link = time per byte / ranks;
 - gamma: numpy reduction of 4 MiB, all ranks at once; codec_gamma: int8 encode + decode;
 - overhead: the software time of one step of our algorithms (a tiny ring on the node);
 - MPI's own collectives at sizes 4 KiB .. ``max_size`` (x4), for the "mpi" candidate.
@@ -65,6 +66,31 @@ def _link(comm: MPI.Comm, partner: int | None, reps: int, nbytes: int, sharers: 
     return {"alpha": small, "beta": max(large - small, 1e-9) / nbytes / sharers}
 
 
+def _rails(comm: MPI.Comm, topology: Topology, reps: int, steps: int = 4) -> dict:
+    """The inter-node link as the hierarchical algorithms use it: every rank sends to the rank
+    of the same local index on the next node and receives from the previous one, ``steps``
+    times in a row (a warm TCP stream), all rails at once, so each node link carries one
+    message per rank of the node."""
+    nodes, me = topology.nodes, topology.places[comm.rank]
+    k, local = len(nodes), me.local_rank
+    ring = [n[local] if local < len(n) else None for n in nodes]
+    right, left = ring[(me.node + 1) % k], ring[(me.node - 1) % k]
+
+    def timed(nbytes: int, count: int) -> float:
+        send, recv = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
+
+        def go() -> None:
+            for _ in range(count):
+                if right is not None and left is not None:
+                    comm.Sendrecv(send, right, 92, recv, left, 92)
+        return _timed(comm, go, reps) / count
+
+    alpha = timed(SMALL, 16)
+    per_step = timed(LINK // steps, steps)
+    sharers = min(len(n) for n in nodes)
+    return {"alpha": alpha, "beta": max(per_step - alpha, 1e-9) / (LINK // steps) / sharers}
+
+
 def _mpi_times(comm: MPI.Comm, max_size: int, reps: int) -> dict:
     """Seconds of MPI's collectives per size (allreduce-style sizes: the whole array)."""
     p = comm.size
@@ -101,10 +127,7 @@ def measure_levels(comm: MPI.Comm, topology: Topology | None = None, max_size: i
         partner = mates[me.local_rank ^ 1] if (me.local_rank ^ 1) < len(mates) else None
         figures["intra"] = _link(comm, partner, reps, LARGE)
     if len(nodes) > 1:
-        pair = me.node ^ 1  # nodes in pairs (an odd one out idles)
-        other = nodes[pair] if pair < len(nodes) else None
-        partner = other[me.local_rank] if other is not None and me.local_rank < len(other) else None
-        figures["inter"] = _link(comm, partner, reps, LINK, sharers=min(len(n) for n in nodes))
+        figures["inter"] = _rails(comm, topology, reps)
     data, more = np.ones(LARGE // 4, np.float32), np.ones(LARGE // 4, np.float32)
     figures["gamma"] = _timed(comm, lambda: np.add(data, more, out=data), reps) / LARGE
     codec = get_codec("int8")

@@ -78,6 +78,7 @@ class TopologyCollective(MPICollective):
         self.shape = (len(nodes), max(len(n) for n in nodes))
         self._ring = [int(r) for r in self.machine.topology_order()]
         self._plans: dict[tuple, Plan] = {}
+        self._mpi_direct: dict[tuple, MPI.Op] = {}  # (nbytes, op) -> MPI op, for the planned "mpi" sizes
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -107,10 +108,11 @@ class TopologyCollective(MPICollective):
 
     def allreduce(self, array: Any, op: str = "sum", out: Any = None, quantize: str | None = None) -> Any:
         """``array`` reduced over all ranks; ``quantize`` overrides the codec of the inter-node step."""
-        if type(array) is np.ndarray and quantize is None and self.quantize is None and op in _MPI_OPS:
-            plan = self._plans.get(("allreduce", array.nbytes, False))
-            if plan is not None and plan.algorithm == "mpi" and array.flags.c_contiguous:  # MPI's own, at once
-                return self._mpi_allreduce(array, op, out)
+        if quantize is None and type(array) is np.ndarray and type(out) is np.ndarray and out is not array:
+            mpi_op = self._mpi_direct.get((array.nbytes, op))
+            if mpi_op is not None:  # a size MPI's own reduction is planned for: straight to it
+                self.comm.Allreduce(array, out, mpi_op)  # (mpi4py checks the buffers' types and sizes)
+                return out
         return self._allreduce(array, op, out, quantize, blocking=True).wait()
 
     def _mpi_allreduce(self, array: np.ndarray, op: str, out: np.ndarray | None) -> np.ndarray:
@@ -133,6 +135,8 @@ class TopologyCollective(MPICollective):
         plan = self.plan("allreduce", array.nbytes, quantized)
         _checked_out(array, out, allocate=False)
         if plan.algorithm == "mpi":
+            if op in _MPI_OPS and codec is None:
+                self._mpi_direct[(array.nbytes, op)] = _MPI_OPS[op]
             if blocking:
                 result = self._mpi_allreduce(array, op, out)
                 return Handle(_Deferred(), lambda: result)
