@@ -818,43 +818,22 @@ def launches() -> Launches:
     return Launches()
 
 
-def _cases(section: str) -> list:
-    return [pytest.param(layout, id=layout) for layout, (_, _, sections) in LAYOUTS.items() if section in sections]
-
-
 def _report(found: list[str], section: str, layout: str) -> None:
     nprocs, topology, _ = LAYOUTS[layout]
     assert not found, f"{section} on {nprocs} rank(s), MPIFORGE_TOPOLOGY={topology}:\n" + "\n".join(found)
 
 
-@pytest.mark.mpi
-@pytest.mark.parametrize("layout", _cases("matrix"))
-def test_every_algorithm_matches_mpi(launches: Launches, layout: str) -> None:
-    _report(launches.failures(layout, "matrix"), "every algorithm vs MPI", layout)
+SECTION_TITLES = {"matrix": "every algorithm vs MPI", "async": "async / out= / avg", "quantized": "quantized allreduce",
+            "segments": "pipelined segments", "device": "device arrays"}
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("layout", _cases("async"))
-def test_async_handles_out_and_avg(launches: Launches, layout: str) -> None:
-    _report(launches.failures(layout, "async"), "async / out= / avg", layout)
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("layout", _cases("quantized"))
-def test_quantized_allreduce(launches: Launches, layout: str) -> None:
-    _report(launches.failures(layout, "quantized"), "quantized allreduce", layout)
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("layout", _cases("segments"))
-def test_pipelined_segments_match_one_segment(launches: Launches, layout: str) -> None:
-    _report(launches.failures(layout, "segments"), "pipelined segments", layout)
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("layout", _cases("device"))
-def test_device_arrays(launches: Launches, layout: str) -> None:
-    _report(launches.failures(layout, "device"), "device arrays", layout)
+@pytest.mark.parametrize("section,layout", [
+    pytest.param(section, layout, id=f"{section}-{layout}")
+    for section in SECTION_TITLES for layout, (_, _, sections) in LAYOUTS.items() if section in sections])
+def test_collectives_match_mpi(launches: Launches, section: str, layout: str) -> None:
+    """One mpiexec launch per rank count runs every section; each (section, layout) reports here."""
+    _report(launches.failures(layout, section), SECTION_TITLES[section], layout)
 
 
 # -- the cost model (no MPI job) ----------------------------------------------------------------

@@ -108,10 +108,11 @@ class TopologyCollective(MPICollective):
 
     def allreduce(self, array: Any, op: str = "sum", out: Any = None, quantize: str | None = None) -> Any:
         """``array`` reduced over all ranks; ``quantize`` overrides the codec of the inter-node step."""
-        if quantize is None and type(array) is np.ndarray and type(out) is np.ndarray and out is not array:
+        if quantize is None and type(array) is np.ndarray and type(out) is np.ndarray and out is not array \
+                and out.shape == array.shape:
             mpi_op = self._mpi_direct.get((array.nbytes, op))
             if mpi_op is not None:  # a size MPI's own reduction is planned for: straight to it
-                self.comm.Allreduce(array, out, mpi_op)  # (mpi4py checks the buffers' types and sizes)
+                self.comm.Allreduce(array, out, mpi_op)  # (mpi4py checks dtypes and contiguity)
                 return out
         return self._allreduce(array, op, out, quantize, blocking=True).wait()
 

@@ -133,15 +133,19 @@ class Machine:
         return [np.unique(self.coords[:, :level + 1], axis=0, return_inverse=True)[1].reshape(-1)
                 for level in range(len(self.links))]
 
+    @cached_property
+    def _memo(self) -> dict:
+        """Results that depend only on the rank layout (it never changes)."""
+        return {}
+
+    def _cached(self, key: tuple, compute):
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def groups(self, level: int) -> list[np.ndarray]:
         """The ranks of every group at ``level`` (0: outermost), each in rank order."""
-        if level not in self._groups:
-            self._groups[level] = self._find_groups(level)
-        return self._groups[level]
-
-    @cached_property
-    def _groups(self) -> dict:
-        return {}
+        return self._cached(("groups", level), lambda: self._find_groups(level))
 
     def _find_groups(self, level: int) -> list[np.ndarray]:
         keys = [tuple(c[:level + 1]) for c in self.coords]
@@ -154,13 +158,7 @@ class Machine:
         """(G, m) array: the ranks that differ only at level ``axis``, ordered along it (axis 0:
         a rail across nodes; the last axis: the ranks of one leaf group), or None when the tree
         is not uniform."""
-        if axis not in self._axes:
-            self._axes[axis] = self._find_axis_groups(axis)
-        return self._axes[axis]
-
-    @cached_property
-    def _axes(self) -> dict:
-        return {}
+        return self._cached(("axis", axis), lambda: self._find_axis_groups(axis))
 
     def _find_axis_groups(self, axis: int) -> np.ndarray | None:
         keys = np.delete(self.coords, axis, axis=1)
@@ -196,10 +194,9 @@ class Machine:
         """For the messages src -> dst sent at once: the distinct (alpha, seconds per byte at the
         most loaded link) pairs, and the outermost level crossed. Cached: the same patterns
         recur at every size."""
-        key = (src.tobytes(), dst.tobytes())
-        hit = self._patterns.get(key)
-        if hit is not None:
-            return hit
+        return self._cached(("pattern", src.tobytes(), dst.tobytes()), lambda: self._find_pattern(src, dst))
+
+    def _find_pattern(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         cs, cd = self.coords[src], self.coords[dst]
         differ = cs != cd
         first = np.where(differ.any(axis=1), differ.argmax(axis=1), len(self.links) - 1)
@@ -214,12 +211,7 @@ class Machine:
             per_byte = np.maximum(per_byte, np.maximum(out[gs], into[gd]) * uses * link.beta)
         alpha = np.array([link.alpha for link in self.links])[first]
         pairs = np.unique(np.stack([alpha, per_byte], axis=1), axis=0)
-        hit = self._patterns[key] = (pairs[:, 0], pairs[:, 1], int(first.min()))
-        return hit
-
-    @cached_property
-    def _patterns(self) -> dict:
-        return {}
+        return pairs[:, 0], pairs[:, 1], int(first.min())
 
     def _step_seconds(self, step: _Step) -> float:
         if step.src.size == 0:
