@@ -6,8 +6,8 @@
     print(topo.describe())
 
 Nodes come from ``Split_type(COMM_TYPE_SHARED)`` (ranks that share memory), NUMA domains from
-sysfs (the first CPU the process may run on), GPUs from ``CUDA_VISIBLE_DEVICES`` or the NVIDIA
-driver's ``/proc`` entries, all optional. ``MPIFORGE_TOPOLOGY`` replaces the node layout, for
+sysfs (the first CPU the process may run on), GPUs from ``CUDA_VISIBLE_DEVICES``, NVML, CuPy or
+the NVIDIA driver's ``/proc`` entries, all optional. ``MPIFORGE_TOPOLOGY`` replaces the node layout, for
 tests and for planning: ``nodes=2`` (block placement), ``nodes=2,placement=roundrobin``, or an
 explicit node per rank, ``0,1,0,1``.
 """
@@ -168,12 +168,39 @@ def _cpu_list(text: str) -> set[int]:
 
 
 def _gpus() -> tuple[str, ...]:
-    """GPUs this process may use: CUDA_VISIBLE_DEVICES, else the NVIDIA driver's list."""
+    """GPUs this process may use: CUDA_VISIBLE_DEVICES, else NVML's or CuPy's count (when those
+    libraries are installed and a driver answers), else the NVIDIA driver's /proc list."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return tuple(v for v in visible.split(",") if v and v != "-1")
+    for count in (_nvml_count, _cupy_count):
+        found = count()
+        if found:
+            return tuple(str(i) for i in range(found))
     driver = Path("/proc/driver/nvidia/gpus")
     return tuple(sorted(p.name for p in driver.iterdir())) if driver.is_dir() else ()
+
+
+def _nvml_count() -> int:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # not installed, no driver, no GPU: all mean "none found here"
+        return 0
+
+
+def _cupy_count() -> int:
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # as above
+        return 0
 
 
 def discover(comm: MPI.Comm) -> Topology:
