@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "mpiforge.comms.cli:calibrate",
     "topo": "mpiforge.topology.cli:topo",
     "simulate": "mpiforge.topology.simulate:simulate_command",
+    "ft-master": "mpiforge.comms.ft.cli:ft_master",
 }
 
 

@@ -107,7 +107,9 @@ class MPICollective(Collective):
                 np.divide(result, self.size, out=result)
             return result
 
-        return Handle(request, finish)
+        handle = Handle(request, finish)
+        handle.keep = array  # MPI reads the input until the request completes; mpi4py does not hold it
+        return handle
 
     def broadcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
         if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
