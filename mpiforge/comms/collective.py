@@ -74,6 +74,16 @@ def check_op(op: str, dtype: np.dtype) -> None:
         raise ValueError(f"op='avg' needs a floating-point array, got {dtype}; reduce with 'sum' and divide")
 
 
+def prepare_allreduce(array: np.ndarray, op: str, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(the contiguous input, the array the result goes to) after checking ``op`` and ``out``."""
+    array = _contiguous(array, "array")
+    check_op(op, array.dtype)
+    result = np.empty_like(array) if out is None else out
+    if result.shape != array.shape or result.dtype != array.dtype or not result.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {array.dtype} array of shape {array.shape}")
+    return array, result
+
+
 def _contiguous(array: np.ndarray, what: str) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{what} must be a numpy array, got {type(array).__name__}")
@@ -95,11 +105,7 @@ class MPICollective(Collective):
         return self.comm.rank
 
     def allreduce_async(self, array: np.ndarray, op: str = "sum", out: np.ndarray | None = None) -> Handle:
-        array = _contiguous(array, "array")
-        check_op(op, array.dtype)
-        result = np.empty_like(array) if out is None else out
-        if result.shape != array.shape or result.dtype != array.dtype or not result.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous {array.dtype} array of shape {array.shape}")
+        array, result = prepare_allreduce(array, op, out)
         request = self.comm.Iallreduce(array, result, op=_MPI_OPS[op])
 
         def finish() -> np.ndarray:

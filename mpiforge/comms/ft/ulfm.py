@@ -61,7 +61,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ...bindings import mpi_ext
-from ..collective import _MPI_OPS, Collective, Handle, _contiguous, check_op
+from ..collective import _MPI_OPS, Collective, Handle, _contiguous, prepare_allreduce
 from .errors import CollectiveAborted
 
 __all__ = ["PeerFailure", "ULFMCollective", "run_resilient", "ulfm_mpiexec_args"]
@@ -183,11 +183,7 @@ class ULFMCollective(Collective):
         return self._comm.rank
 
     def allreduce_async(self, array: np.ndarray, op: str = "sum", out: np.ndarray | None = None) -> Handle:
-        array = _contiguous(array, "array")
-        check_op(op, array.dtype)
-        result = np.empty_like(array) if out is None else out
-        if result.shape != array.shape or result.dtype != array.dtype or not result.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous {array.dtype} array of shape {array.shape}")
+        array, result = prepare_allreduce(array, op, out)
         if np.may_share_memory(result, array):
             raise ValueError("out must not overlap array: the input is kept intact for a retry")
         comm = self._comm
