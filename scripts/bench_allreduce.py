@@ -17,6 +17,7 @@ nccl-tests define them) and the link lower bound 2(k-1)/k x bytes / link rate.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -25,6 +26,17 @@ import time
 import click
 
 MARK = "BENCH_ALLREDUCE "
+SETTLE_S = 0.006  # > the refill time of the emulated links' tbf burst (4 ms of the rate)
+
+
+def settle(comm, size: int) -> None:
+    """Start the next timed call from idle links (full tbf buckets) whatever ran before it.
+    Below 256 KiB a call drains less than the barrier's idle time refills, and sleeping would
+    only add wake-up time."""
+    comm.Barrier()
+    if size >= (256 << 10):
+        time.sleep(SETTLE_S)
+        comm.Barrier()
 
 
 def run_worker(sizes: list[int], reps: int, quantize: str, max_calibrate: int) -> None:
@@ -56,13 +68,14 @@ def run_worker(sizes: list[int], reps: int, quantize: str, max_calibrate: int) -
         calls = {"mpi": lambda: comm.Allreduce(x, want), "mpiforge": lambda: coll.allreduce(x, out=out),
                  "quantized": lambda: coll.allreduce(x, out=out, quantize=quantize)}
         times = {name: [] for name in calls}
-        count = reps if size >= (1 << 20) else reps * 3
-        order = list(calls)
-        rng = np.random.default_rng(size)
-        for _ in range(count):
-            rng.shuffle(order)  # the same order on every rank (same seed)
-            for name in order:
-                comm.Barrier()
+        # every order of the variants equally often: each one runs in every position and after
+        # every other one as often, so what one leaves behind (queues, caches) favours nobody
+        orders = list(itertools.permutations(calls))
+        count = reps if size >= (1 << 20) else reps * 4
+        count = -(-count // len(orders)) * len(orders)
+        for index in range(count):
+            for name in orders[index % len(orders)]:
+                settle(comm, size)
                 t = time.perf_counter()
                 calls[name]()
                 times[name].append(comm.allreduce(time.perf_counter() - t, op=MPI.MAX))

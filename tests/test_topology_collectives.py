@@ -415,6 +415,17 @@ def section_async(comm: MPI.Comm, checks: Checks) -> None:
             if handle is not FAILED:
                 checks.check(handle.wait() is out2, f"{where} async out=: wait() did not return out")
                 checks.close(out2, biggest, f"{where} async out= contents")
+            # the same buffers again (sizes planned onto MPI go straight there): new contents,
+            # another op, another out, and back
+            again, out3 = x.copy(), np.empty_like(x)
+            for salt, op, target in ((6, "sum", out), (7, "sum", out), (7, "max", out), (8, "sum", out3),
+                                     (9, "sum", out)):
+                again[...] = values(rank, x.size, dtype, salt=salt).reshape(shape)
+                want = np.empty_like(x)
+                comm.Allreduce(again, want, op=MPI.SUM if op == "sum" else MPI.MAX)
+                got = _attempt(checks, where, partial(coll.allreduce, again, op, out=target))
+                checks.check(got is target, f"{where} repeated out=: did not return out")
+                checks.close(target, want, f"{where} repeated buffers, salt {salt} {op}")
             # out= of the wrong dtype or shape is refused (as MPICollective does), not silently cast
             wrong = np.zeros(shape, np.float32 if dtype != "float32" else np.float64)
             checks.raises(ValueError, partial(coll.allreduce, x, "sum", out=wrong),

@@ -17,10 +17,23 @@ from .schedule import Steps
 
 __all__ = ["quantized_ring_allreduce_steps"]
 
+#: payloads travel in messages of at most this many bytes: under Open MPI's TCP eager limit
+#: (64 KiB with its header), so none waits for a rendezvous reply queued behind data on a busy link
+PIECE = 60 << 10
+
+
+def _exchange(comm: MPI.Comm, got: np.ndarray, left: int, payload: np.ndarray, right: int, tag: int,
+              piece: int) -> list:
+    """Receive ``got`` from ``left`` while sending ``payload`` to ``right``, in messages of at most
+    ``piece`` bytes (same tag: MPI keeps their order)."""
+    requests = [comm.Irecv(got[a:a + piece], left, tag) for a in range(0, got.size, piece)]
+    return requests + [comm.Isend(payload[a:a + piece], right, tag) for a in range(0, payload.size, piece)]
+
 
 def quantized_ring_allreduce_steps(comm: MPI.Comm, flat: np.ndarray, codec, order: Sequence[int] | None = None,
-                                   tag: int = TAG) -> Steps:
-    """Sum the float32 ``flat`` over ``comm`` in place, quantizing what travels with ``codec``."""
+                                   tag: int = TAG, piece: int = PIECE) -> Steps:
+    """Sum the float32 ``flat`` over ``comm`` in place, quantizing what travels with ``codec``
+    (in messages of at most ``piece`` bytes)."""
     p = comm.size
     if p == 1:
         return
@@ -36,14 +49,14 @@ def quantized_ring_allreduce_steps(comm: MPI.Comm, flat: np.ndarray, codec, orde
             send, recv = (pos - step) % p, (pos - step - 1) % p
             payload = codec.encode(flat[slice(*chunks[send])], out=out)
             got = wire[offsets[recv]:offsets[recv + 1]]
-            yield [comm.Irecv(got, left, tag), comm.Isend(payload, right, tag)]
+            yield _exchange(comm, got, left, payload, right, tag, piece)
             codec.decode_add(got, flat[slice(*chunks[recv])])
         owned = (pos + 1) % p
         mine = wire[offsets[owned]:offsets[owned + 1]]
         codec.encode(flat[slice(*chunks[owned])], out=mine)
         for step in range(p - 1):
             send, recv = (pos + 1 - step) % p, (pos - step) % p
-            yield [comm.Irecv(wire[offsets[recv]:offsets[recv + 1]], left, tag + 1),
-                   comm.Isend(wire[offsets[send]:offsets[send + 1]], right, tag + 1)]
+            yield _exchange(comm, wire[offsets[recv]:offsets[recv + 1]], left,
+                            wire[offsets[send]:offsets[send + 1]], right, tag + 1, piece)
         for index, (a, b) in enumerate(chunks):
             codec.decode(wire[offsets[index]:offsets[index + 1]], flat[a:b])
