@@ -6,7 +6,8 @@ For each cluster (default 2 nodes x 2 ranks and 3 nodes x 2 ranks, round-robin p
 itself inside it under mpiexec (hidden ``--worker`` flag) and tears it down. Inside, the job
 first calibrates the cost model (``topology.calibrate``: link figures, reduction speed, MPI's
 own collectives up to ``--max-calibrate``), then rank 0 prints one JSON line per size: medians
-over shuffled repetitions (the slowest rank's time each) of MPI's Allreduce, of
+over repetitions (the slowest rank's time each; every order of the variants equally often; from
+256 KiB each call starts from idle links, so none rides on the tbf burst another left) of MPI's Allreduce, of
 ``TopologyCollective.allreduce`` (the plan the model picks) and of the same with int8 on the
 inter-node step; float32 sums checked against MPI's (exact) and the quantized error reported.
 Beside them: the model's prediction, algbw = bytes / time, busbw = algbw x 2(p-1)/p (as
@@ -26,26 +27,13 @@ import time
 import click
 
 MARK = "BENCH_ALLREDUCE "
-SETTLE_S = 0.006  # > the refill time of the emulated links' tbf burst (4 ms of the rate)
-
-
-def settle(comm, size: int) -> None:
-    """Start the next timed call from idle links (full tbf buckets) whatever ran before it.
-    Below 256 KiB a call drains less than the barrier's idle time refills, and sleeping would
-    only add wake-up time."""
-    comm.Barrier()
-    if size >= (256 << 10):
-        time.sleep(SETTLE_S)
-        comm.Barrier()
-
-
 def run_worker(sizes: list[int], reps: int, quantize: str, max_calibrate: int) -> None:
     """Inside the cluster: calibrate the cost model on this job, then time MPI's Allreduce,
     mpiforge's planned allreduce and its quantized variant for every size (rank 0 prints)."""
     import numpy as np
     from mpi4py import MPI
 
-    from mpiforge.topology.calibrate import measure_levels
+    from mpiforge.topology.calibrate import idle_before, measure_levels
     from mpiforge.topology.collective import TopologyCollective
     from mpiforge.topology.discovery import discover
     from mpiforge.topology.profile import machine_for
@@ -71,11 +59,15 @@ def run_worker(sizes: list[int], reps: int, quantize: str, max_calibrate: int) -
         # every order of the variants equally often: each one runs in every position and after
         # every other one as often, so what one leaves behind (queues, caches) favours nobody
         orders = list(itertools.permutations(calls))
+        pause = idle_before(size)
         count = reps if size >= (1 << 20) else reps * 4
         count = -(-count // len(orders)) * len(orders)
         for index in range(count):
             for name in orders[index % len(orders)]:
-                settle(comm, size)
+                comm.Barrier()  # from 256 KiB, after idle links (full tbf buckets), whatever ran before
+                if pause:
+                    time.sleep(pause)
+                    comm.Barrier()
                 t = time.perf_counter()
                 calls[name]()
                 times[name].append(comm.allreduce(time.perf_counter() - t, op=MPI.MAX))

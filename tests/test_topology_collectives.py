@@ -976,3 +976,32 @@ def test_mpi_times_interpolate() -> None:
     assert machine.predict("allreduce", "mpi", 4 << 20) > 1e-2  # beyond the measurements it still grows
     # the other collectives, unmeasured, keep the model's own estimate
     assert machine.predict("bcast", "mpi", 32768) == Machine.cluster(2, 2).predict("bcast", "mpi", 32768)
+
+
+def test_own_times_replace_the_model_inside_the_measured_sizes() -> None:
+    from mpiforge.topology.cost import Machine, plan_key
+
+    model = Machine.cluster(2, 2, placement="roundrobin")
+    # calibration found one segment fastest at 1-4 MiB where the model prefers pipelining
+    key = plan_key("allreduce", "ring", 1, True)
+    measured = {key: ((1 << 20, 1e-3), (4 << 20, 4e-3))}
+    machine = Machine.cluster(2, 2, placement="roundrobin", own_times=measured)
+    assert machine.predict("allreduce", "hierarchical", 2 << 20, "ring", 1, True) == pytest.approx(2e-3)
+    assert machine.best("allreduce", 4 << 20, quantized=True).segments == 1
+    # outside the measured sizes, and for plans not measured, the model as before
+    for args in ((16 << 20, "ring", 1, True), (2 << 20, "ring", 2, True), (2 << 20, "ring", 1, False)):
+        assert machine.predict("allreduce", "hierarchical", *args) == model.predict("allreduce", "hierarchical", *args)
+
+
+def test_profile_keeps_measured_times_per_job(tmp_path) -> None:
+    from mpiforge.topology.discovery import RankPlace, Topology
+    from mpiforge.topology.profile import machine_for, save
+
+    path = tmp_path / "topology.json"
+    save({"own_times": {"2x2:roundrobin": {"allreduce/ring/x1/quantized": [[1024, 1e-4]]}}}, path)
+    save({"gamma": 1e-9, "own_times": {"3x2:roundrobin": {"allreduce/ring/x2": [[1024, 2e-4]]}}}, path)
+    stored = json.loads(path.read_text())
+    assert set(stored["own_times"]) == {"2x2:roundrobin", "3x2:roundrobin"} and stored["gamma"] == 1e-9
+    places = tuple(RankPlace(rank=r, node=r % 2, local_rank=r // 2, hostname=f"n{r % 2}") for r in range(4))
+    machine = machine_for(Topology(places), stored)
+    assert machine.own_times == {"allreduce/ring/x1/quantized": ((1024, 1e-4),)}

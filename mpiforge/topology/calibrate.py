@@ -9,7 +9,8 @@ All ranks measure at once, so the figures include what the job's ranks do to eac
   messages, so beta per link = time per byte / ranks;
 - gamma: numpy reduction of 4 MiB, all ranks at once; codec_gamma: int8 encode + decode;
 - overhead: the software time of one step of our algorithms (a tiny ring on the node);
-- MPI's own collectives at sizes 4 KiB .. ``max_size`` (x4), for the "mpi" candidate.
+- MPI's own collectives at sizes 4 KiB .. ``max_size`` (x4), for the "mpi" candidate;
+- our best-rated hierarchical allreduce plans at 256 KiB .. ``max_size`` (``own_times``).
 
     figures = measure_levels(MPI.COMM_WORLD)        # collective; the same dict on every rank
     machine = machine_for(discover(comm), figures)
@@ -28,22 +29,36 @@ from mpi4py import MPI
 
 from ..comms.quantize import get_codec
 from .algorithms import ring_allreduce_steps
+from .cost import plan_key
 from .discovery import Topology, discover
+from .hierarchical import Hierarchy
 from .profile import job_key, profile_path, save
 from .schedule import run
 
-__all__ = ["measure_levels", "main"]
+__all__ = ["idle_before", "main", "measure_levels"]
 
 log = logging.getLogger(__name__)
 SMALL, LARGE, LINK = 8, 4 << 20, 16 << 20
+IDLE_S = 0.006  # links idle this long before timing (refills a token bucket of 4 ms of the rate)
 
 
-def _timed(comm: MPI.Comm, fn, reps: int) -> float:
-    """Median over ``reps`` of the slowest rank's time of ``fn()`` (after one warm-up)."""
+def idle_before(nbytes: int) -> float:
+    """Idle time before timing a collective of ``nbytes``: from 256 KiB up, every timing starts
+    from quiet links (as between a training step's collectives), not behind the previous one's
+    traffic; smaller ones drain less than a barrier's pause refills."""
+    return IDLE_S if nbytes >= (256 << 10) else 0.0
+
+
+def _timed(comm: MPI.Comm, fn, reps: int, idle: float = 0.0) -> float:
+    """Median over ``reps`` of the slowest rank's time of ``fn()`` (after one warm-up), each
+    after ``idle`` seconds without traffic."""
     fn()
     times = []
     for _ in range(reps):
         comm.Barrier()
+        if idle:
+            time.sleep(idle)
+            comm.Barrier()
         start = time.perf_counter()
         fn()
         times.append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
@@ -110,8 +125,36 @@ def _mpi_times(comm: MPI.Comm, max_size: int, reps: int) -> dict:
         }
         count = reps if size >= (1 << 20) else reps * 3
         for name, call in calls.items():
-            out[name].append([size, _timed(comm, call, count)])
+            out[name].append([size, _timed(comm, call, count, idle=idle_before(size))])
         size *= 4
+    return out
+
+
+def _own_times(comm: MPI.Comm, topology: Topology, figures: dict, max_size: int, reps: int,
+               keep: int = 4) -> dict:
+    """Seconds of hierarchical allreduce plans at 256 KiB .. ``max_size`` (x4): the ``keep``
+    exact ones the model rates best and the quantized (int8) one of every segment count. Where
+    segments pay, the model's guess of pipelining on this machine is corrected by measuring it."""
+    from .profile import machine_for
+
+    machine = machine_for(topology, figures)
+    hierarchy = Hierarchy(comm, topology)
+    codec = get_codec("int8")
+    out: dict[str, list] = {}
+    size = 256 << 10
+    while size <= max_size:
+        x = np.ones(size // 4, np.float32)
+        result = np.empty_like(x)
+        for quantized in (False, True):
+            candidates = sorted(machine.plans("allreduce", size, quantized, ["hierarchical"]), key=lambda p: p.seconds)
+            for plan in candidates if quantized else candidates[:keep]:  # quantized: one per segment count
+                def call(plan=plan, quantized=quantized) -> None:
+                    hierarchy.allreduce(x, "sum", plan.inter, plan.segments, codec=codec if quantized else None,
+                                        out=result)
+                key = plan_key("allreduce", plan.inter, plan.segments, quantized)
+                out.setdefault(key, []).append([size, _timed(comm, call, reps, idle=idle_before(size))])
+        size *= 4
+    hierarchy.free()
     return out
 
 
@@ -141,7 +184,9 @@ def measure_levels(comm: MPI.Comm, topology: Topology | None = None, max_size: i
         figures["overhead"] = max(ring / steps - figures.get("intra", {}).get("alpha", 0.0), 1e-6)
     node.Free()
     figures["mpi_times"] = {job_key(topology): _mpi_times(comm, max_size, reps)}
-    log.info("calibrated levels: %s", {k: v for k, v in figures.items() if k != "mpi_times"})
+    if len(nodes) > 1:
+        figures["own_times"] = {job_key(topology): _own_times(comm, topology, figures, max_size, reps)}
+    log.info("calibrated levels: %s", {k: v for k, v in figures.items() if not k.endswith("_times")})
     return figures
 
 
@@ -183,6 +228,8 @@ def _report(figures: dict, topology: Topology, path: Path) -> None:
         table.add_row("software per step", f"{figures['overhead'] * 1e6:.1f} us")
     for collective, points in next(iter(figures["mpi_times"].values())).items():
         table.add_row(f"MPI {collective}", ", ".join(f"{size >> 10} KiB {t * 1e3:.2f} ms" for size, t in points[::2]))
+    for key, points in next(iter(figures.get("own_times", {}).values()), {}).items():
+        table.add_row(f"ours {key}", ", ".join(f"{size >> 10} KiB {t * 1e3:.2f} ms" for size, t in points))
     console = Console()
     console.print(table)
     console.print(f"written to {path}; TopologyCollective and `mpiforge simulate --profile` read it")

@@ -22,7 +22,8 @@ adds ``codec_gamma`` per byte encoded or decoded.
 
 MPI's own collectives ("mpi") are predicted from times measured on the job
 (``mpi_times``, written by ``mpiforge calibrate``) or else as the best flat algorithm without
-the Python overhead.
+the Python overhead. Hierarchical plans that calibration timed on the job (``own_times``, keyed
+by ``plan_key``) are predicted from those times inside the measured sizes, by the model beyond.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["ALGORITHMS", "COLLECTIVES", "FLAT_ALLREDUCE", "Link", "Machine", "Plan"]
+__all__ = ["ALGORITHMS", "COLLECTIVES", "FLAT_ALLREDUCE", "SEGMENTS", "Link", "Machine", "Plan", "plan_key"]
 
 COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "bcast", "reduce")
 FLAT_ALLREDUCE = ("ring", "recursive_doubling", "rabenseifner")
@@ -83,6 +84,7 @@ class Machine:
     codec_gamma: float = 1.5e-9  # seconds per float32 byte encoded + decoded
     codec_ratio: float = 0.254  # wire bytes per float32 byte (int8 with a scale per 256 values)
     mpi_times: dict = field(default_factory=dict)  # collective -> ((bytes, seconds), ...) measured
+    own_times: dict = field(default_factory=dict)  # plan_key(...) -> ((bytes, seconds), ...) measured
 
     # -- construction ----------------------------------------------------------------------
 
@@ -234,6 +236,9 @@ class Machine:
         if algorithm == "mpi":
             return self._mpi(collective, nbytes)
         if algorithm == "hierarchical":
+            measured = self.own_times.get(plan_key(collective, inter or "ring", segments, quantized))
+            if measured and measured[0][0] <= nbytes <= measured[-1][0]:
+                return _interpolate(measured, nbytes)
             stages = self._hierarchical(collective, nbytes / segments, inter or "ring", quantized)
             busy: dict[int, float] = {}  # stages on the same link cannot overlap each other
             for stage in stages:
@@ -245,6 +250,14 @@ class Machine:
     def best(self, collective: str, nbytes: int, quantized: bool = False,
              candidates: Iterable[str] | None = None) -> Plan:
         """The fastest plan (algorithm, inter-node algorithm, segments) for ``collective``."""
+        plans = self.plans(collective, nbytes, quantized, candidates)
+        if not plans:
+            raise ValueError(f"no algorithm for {collective} here (quantized={quantized})")
+        return min(plans, key=lambda p: p.seconds)
+
+    def plans(self, collective: str, nbytes: int, quantized: bool = False,
+              candidates: Iterable[str] | None = None) -> list[Plan]:
+        """Every plan this machine supports for ``collective`` on ``nbytes``, with its time."""
         plans = []
         for algorithm in candidates or ALGORITHMS[collective]:
             if quantized and (algorithm != "hierarchical" or collective != "allreduce"):
@@ -260,9 +273,7 @@ class Machine:
                             plans.append(Plan(algorithm, t, inter, s, quantized))
             else:
                 plans.append(Plan(algorithm, self.predict(collective, algorithm, nbytes)))
-        if not plans:
-            raise ValueError(f"no algorithm for {collective} here (quantized={quantized})")
-        return min(plans, key=lambda p: p.seconds)
+        return plans
 
     def supports(self, collective: str, algorithm: str) -> bool:
         if algorithm == "hierarchical":
@@ -348,12 +359,23 @@ class Machine:
     def _mpi(self, collective: str, nbytes: int) -> float:
         measured = self.mpi_times.get(collective)
         if measured:
-            sizes, times = zip(*sorted(measured))
-            if nbytes > sizes[-1]:  # beyond the measurements: bandwidth-bound, time grows with size
-                return times[-1] * nbytes / sizes[-1]
-            return float(np.exp(np.interp(np.log(max(nbytes, 1)), np.log(sizes), np.log(times))))
+            size, seconds = max(measured)
+            if nbytes > size:  # beyond the measurements: bandwidth-bound, time grows with size
+                return seconds * nbytes / size
+            return _interpolate(measured, nbytes)
         names = [a for a in ALGORITHMS[collective] if a not in ("hierarchical", "mpi") and self.supports(collective, a)]
         return min(self.seconds(self._flat(collective, a, nbytes), software=False) for a in names)
+
+
+def plan_key(collective: str, inter: str, segments: int, quantized: bool) -> str:
+    """How calibration names a measured hierarchical plan: "allreduce/ring/x4/quantized"."""
+    return f"{collective}/{inter}/x{segments}" + ("/quantized" if quantized else "")
+
+
+def _interpolate(measured, nbytes: float) -> float:
+    """Log-log interpolation in ((bytes, seconds), ...) (held flat below the smallest size)."""
+    sizes, times = zip(*sorted(measured))
+    return float(np.exp(np.interp(np.log(max(nbytes, 1)), np.log(sizes), np.log(times))))
 
 
 def _padded(groups: list[np.ndarray]) -> np.ndarray:

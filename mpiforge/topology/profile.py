@@ -5,9 +5,11 @@
 
     {"intra": {"alpha": 3e-6, "beta": 3.3e-10}, "inter": {"alpha": 6e-5, "beta": 8.5e-9},
      "gamma": 5e-10, "overhead": 2e-5, "codec_gamma": 1.5e-9,
-     "mpi_times": {"3x2:roundrobin": {"allreduce": [[4096, 0.0004], ...]}}}
+     "mpi_times": {"3x2:roundrobin": {"allreduce": [[4096, 0.0004], ...]}},
+     "own_times": {"3x2:roundrobin": {"allreduce/ring/x4/quantized": [[262144, 0.003], ...]}}}
 
-MPI's measured times apply only to jobs of the same shape and placement. Missing figures keep
+Measured times (MPI's collectives, our hierarchical plans) apply only to jobs of the same shape
+and placement. Missing figures keep
 the defaults of ``cost.Machine.cluster`` (shared memory inside a node, 1 Gbit/s between).
 """
 from __future__ import annotations
@@ -46,8 +48,9 @@ def save(figures: dict, path: Path | None = None) -> Path:
     """Merge ``figures`` into the stored profile (MPI times per job shape are kept side by side)."""
     path = path or profile_path()
     old = load(path)
-    times = {**old.get("mpi_times", {}), **figures.get("mpi_times", {})}
-    merged = {**old, **figures, "mpi_times": times}
+    merged = {**old, **figures}
+    for per_job in ("mpi_times", "own_times"):
+        merged[per_job] = {**old.get(per_job, {}), **figures.get(per_job, {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(merged, indent=1))
     return path
@@ -65,6 +68,7 @@ def machine_for(topology: Topology, figures: dict | None = None) -> Machine:
     inter, intra = default.links
     links = {name: Link(**{**vars(base), **figures.get(name, {})}) for name, base in (("inter", inter), ("intra", intra))}
     extra = {k: float(figures[k]) for k in FIGURES if k in figures}
-    times = figures.get("mpi_times", {}).get(job_key(topology), {})
+    times, own = ({c: tuple(map(tuple, v)) for c, v in figures.get(name, {}).get(job_key(topology), {}).items()}
+                  for name in ("mpi_times", "own_times"))
     return Machine.from_coordinates(topology.coordinates(), links["intra"], links["inter"],
-                              mpi_times={c: tuple(map(tuple, v)) for c, v in times.items()}, **extra)
+                                    mpi_times=times, own_times=own, **extra)
