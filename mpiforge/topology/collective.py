@@ -78,11 +78,11 @@ class TopologyCollective(MPICollective):
         self.shape = (len(nodes), max(len(n) for n in nodes))
         self._ring = [int(r) for r in self.machine.topology_order()]
         self._plans: dict[tuple, Plan] = {}
-        # (array, out, op, MPI op) of the last call planned onto MPI's own Allreduce: the same
+        # (array, out, op, quantize, MPI op) of the last call planned onto MPI's Allreduce: the same
         # buffers again go straight there (training loops reuse theirs). Identity tests are the
         # cheapest check there is, and on an oversubscribed machine any Python before a small
         # collective costs ~10x its own time (a shape compare and a dict lookup: +16 us on 213).
-        self._direct: tuple = (None, None, None, None)
+        self._direct: tuple = (None,) * 5
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -113,8 +113,8 @@ class TopologyCollective(MPICollective):
     def allreduce(self, array: Any, op: str = "sum", out: Any = None, quantize: str | None = None) -> Any:
         """``array`` reduced over all ranks; ``quantize`` overrides the codec of the inter-node step."""
         direct = self._direct
-        if array is direct[0] and out is direct[1] and op == direct[2] and quantize is None:
-            self.comm.Allreduce(array, out, direct[3])
+        if array is direct[0] and out is direct[1] and op == direct[2] and quantize == direct[3]:
+            self.comm.Allreduce(array, out, direct[4])
             return out
         return self._allreduce(array, op, out, quantize, blocking=True).wait()
 
@@ -138,10 +138,10 @@ class TopologyCollective(MPICollective):
         plan = self.plan("allreduce", array.nbytes, quantized)
         _checked_out(array, out, allocate=False)
         if plan.algorithm == "mpi":
-            if blocking and op in _MPI_OPS and codec is None and quantize is None and type(out) is np.ndarray \
+            if blocking and op in _MPI_OPS and type(out) is np.ndarray \
                     and out is not array and out.shape == array.shape and out.dtype == array.dtype \
                     and out.flags.c_contiguous and not np.shares_memory(out, array):
-                self._direct = (array, out, op, _MPI_OPS[op])
+                self._direct = (array, out, op, quantize, _MPI_OPS[op])
             if blocking:
                 result = self._mpi_allreduce(array, op, out)
                 return Handle(_Deferred(), lambda: result)
@@ -251,7 +251,7 @@ class TopologyCollective(MPICollective):
         return result
 
     def free(self) -> None:
-        self._direct = (None, None, None, None)
+        self._direct = (None,) * 5
         self.hierarchy.free()
 
 
