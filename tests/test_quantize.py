@@ -192,6 +192,36 @@ def test_decode_add_is_decode_then_add(name, n):
 
 
 @pytest.mark.parametrize("name", CODECS)
+@pytest.mark.parametrize("n", [1, 3, 257, 1000])
+@pytest.mark.parametrize("block", [2, 6, 256])
+def test_fused_encode_has_the_bits_of_separate_calls(name, n, block):
+    codec = Codec(name, block)
+    base, other = sample(n, seed=4), sample(n, seed=5) * 3
+    addend = codec.encode(other)
+    # separately: decode_add, encode, decode back
+    want_values = base.copy()
+    codec.decode_add(addend, want_values)
+    want_payload = codec.encode(want_values)
+    want_back = codec.decode(want_payload, np.empty(n, np.float32))
+    for roundtrip in (False, True):
+        x = base.copy()
+        got = codec.encode(x, add=addend, roundtrip=roundtrip)
+        assert np.array_equal(got, want_payload)
+        assert np.array_equal(x.view(np.uint32), (want_back if roundtrip else want_values).view(np.uint32))
+    x = base.copy()  # the addend's own buffer as out (the ring re-encodes into the slot it received)
+    slot = addend.copy()
+    assert codec.encode(x, out=slot, add=slot, roundtrip=True) is not None
+    assert np.array_equal(slot, want_payload) and np.array_equal(x.view(np.uint32), want_back.view(np.uint32))
+    x = base.copy()
+    codec.encode(x, roundtrip=True)
+    assert np.array_equal(x, codec.decode(codec.encode(base), np.empty(n, np.float32)))
+    with pytest.raises(ValueError, match="in place"):
+        codec.encode(base.astype(np.float64), roundtrip=True)
+    with pytest.raises(ValueError, match="bytes"):
+        codec.encode(base.copy(), add=addend[:-1])
+
+
+@pytest.mark.parametrize("name", CODECS)
 def test_deterministic_and_in_place(name):
     codec = get_codec(name)
     x = sample(1000, seed=3)

@@ -28,6 +28,7 @@ _JIT = {"cache": True, "nogil": True, "boundscheck": False}
 _F32, _U8 = np.dtype(np.float32), np.dtype(np.uint8)
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
+_NONE = np.empty(0, np.uint8)  # no payload to add
 
 
 @intrinsic
@@ -130,17 +131,33 @@ def _encode_block(x, codes, scale, kind, qmax):
         codes[n >> 1] = _code(kind, x[n - 1] / scale, qmax)
 
 
+@njit(inline="always", **_JIT)
+def _scale_of(payload, b):
+    """The float32 scale of block b of a payload (little-endian)."""
+    s = np.uint32(0)
+    for k in range(4):
+        s |= np.uint32(payload[4 * b + k]) << (8 * k)
+    return _float(s)
+
+
 @njit(**_JIT)
-def _encode(x, out, block, kind, qmax):
-    """Fill ``out`` with the payload of x; -1, or the index of the first non-finite value."""
+def _encode(x, out, block, kind, qmax, addend, table, roundtrip):
+    """Fill ``out`` with the payload of x; -1, or the index of the first non-finite value.
+    Block by block, while it is in cache: first x += the values of ``addend`` (a payload of
+    the same codec, unless empty; it may be ``out`` itself), then encode, then (``roundtrip``)
+    x = the values the new codes decode to."""
     n = x.size
     nb = (n + block - 1) // block
     codes = out[4 * nb:]
     half = kind >> 1  # 1 for the 4-bit codecs: code index = value index >> 1
+    adding = addend.size > 0
+    added = addend[4 * nb:]
     for b in range(nb):
         lo = b * block
         xb = x[lo:lo + block]
         cb = codes[lo >> half:(lo + xb.size + half) >> half]
+        if adding:
+            _decode_block(added[lo >> half:(lo + xb.size + half) >> half], xb, _scale_of(addend, b), half, table, True)
         m = np.uint32(0)
         for i in range(xb.size):  # absmax on the bits: vectorizes, and catches inf and NaN
             m = max(m, _bits(xb[i]) & _ABS)
@@ -158,6 +175,8 @@ def _encode(x, out, block, kind, qmax):
             cb[:] = 0
         else:
             _encode_block(xb, cb, scale, kind, qmax)
+        if roundtrip:
+            _decode_block(cb, xb, scale, half, table, False)
     return -1
 
 
@@ -193,12 +212,9 @@ def _decode(payload, out, block, nibbles, table, add):
     codes = payload[4 * nb:]
     half = 1 if nibbles else 0
     for b in range(nb):
-        s = np.uint32(0)
-        for k in range(4):
-            s |= np.uint32(payload[4 * b + k]) << (8 * k)
         lo = b * block
         ob = out[lo:lo + block]
-        _decode_block(codes[lo >> half:(lo + ob.size + half) >> half], ob, _float(s), nibbles, table, add)
+        _decode_block(codes[lo >> half:(lo + ob.size + half) >> half], ob, _scale_of(payload, b), nibbles, table, add)
 
 
 def _vector(a: np.ndarray, what: str, dtype: np.dtype, writeable: bool = True) -> np.ndarray:
@@ -230,17 +246,26 @@ class Codec:
         """Wire bytes for n values: 4 per block for the scales, then the codes."""
         return 4 * (-(-n // self.block)) + (n * _SPECS[self.name][2] + 7) // 8
 
-    def encode(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def encode(self, values: np.ndarray, out: np.ndarray | None = None, add: np.ndarray | None = None,
+               roundtrip: bool = False) -> np.ndarray:
         """The payload of 1-D float ``values`` (float16/64 are converted to float32 first), in
         ``out[:payload_nbytes(n)]`` when ``out`` is given. Non-finite values raise ValueError
-        (``out`` may then be partly written)."""
+        (``out`` may then be partly written).
+
+        Fused, in one pass over float32 ``values`` (changed in place): ``add``, a payload of
+        this codec (``out`` itself is fine), is first added as ``decode_add`` would; with
+        ``roundtrip`` the values become what the payload decodes to. The bits are those of the
+        separate calls."""
         x = values
-        if not (isinstance(x, np.ndarray) and x.dtype == _F32 and x.ndim == 1 and x.flags.c_contiguous):
+        if add is not None or roundtrip:
+            x = _vector(values, "values (changed in place by add= or roundtrip=)", _F32)
+        elif not (isinstance(x, np.ndarray) and x.dtype == _F32 and x.ndim == 1 and x.flags.c_contiguous):
             x = np.asarray(values)
             if x.ndim != 1 or x.dtype.kind != "f":
                 raise ValueError(f"values must be a 1-D float array, got {x.dtype} {x.shape}")
             x = np.ascontiguousarray(x, dtype=_F32)
         nbytes = self.payload_nbytes(x.size)
+        addend = _NONE if add is None else self._payload(add, x.size)
         if out is None:
             out = np.empty(nbytes, _U8)
         else:
@@ -249,8 +274,8 @@ class Codec:
                 raise ValueError(f"out has {out.size} bytes, the {self.name} payload of {x.size} values needs {nbytes}")
             if out.size > nbytes:
                 out = out[:nbytes]
-        kind, qmax, _, _ = _SPECS[self.name]
-        bad = _encode(x, out, self.block, kind, qmax)
+        kind, qmax, _, table = _SPECS[self.name]
+        bad = _encode(x, out, self.block, kind, qmax, addend, table, roundtrip)
         if bad >= 0:
             raise ValueError(f"cannot encode non-finite value {x[bad]} at index {bad}")
         return out
@@ -263,14 +288,19 @@ class Codec:
         """``out +=`` the values of ``payload`` in one pass: the same bits as decode, then add."""
         return self._decode(payload, out, True)
 
-    def _decode(self, payload: np.ndarray, out: np.ndarray, add: bool) -> np.ndarray:
+    def _payload(self, payload, n: int) -> np.ndarray:
+        """``payload`` as a uint8 vector, checked to hold n values of this codec."""
         if not isinstance(payload, np.ndarray):
             payload = np.frombuffer(payload, _U8)  # bytes, bytearray, memoryview
         payload = _vector(payload, "payload", _U8, writeable=False)
-        out = _vector(out, "out", _F32)
-        if payload.size != self.payload_nbytes(out.size):
-            raise ValueError(f"a {self.name} payload of {out.size} values has {self.payload_nbytes(out.size)} "
+        if payload.size != self.payload_nbytes(n):
+            raise ValueError(f"a {self.name} payload of {n} values has {self.payload_nbytes(n)} "
                              f"bytes, got {payload.size}")
+        return payload
+
+    def _decode(self, payload: np.ndarray, out: np.ndarray, add: bool) -> np.ndarray:
+        out = _vector(out, "out", _F32)
+        payload = self._payload(payload, out.size)
         _, _, bits, table = _SPECS[self.name]
         _decode(payload, out, self.block, bits == 4, table, add)
         return out
