@@ -1005,19 +1005,3 @@ def test_profile_keeps_measured_times_per_job(tmp_path) -> None:
     places = tuple(RankPlace(rank=r, node=r % 2, local_rank=r // 2, hostname=f"n{r % 2}") for r in range(4))
     machine = machine_for(Topology(places), stored)
     assert machine.own_times == {"allreduce/ring/x1/quantized": ((1024, 1e-4),)}
-
-
-def test_burst_takes_at_most_its_bytes_off_the_outer_links() -> None:
-    from mpiforge.topology.cost import Link, Machine
-
-    inter = Link(60e-6, 8e-9)
-    plain = Machine.cluster(2, 2, placement="roundrobin", inter=inter)
-    bursty = Machine.cluster(2, 2, placement="roundrobin", inter=Link(60e-6, 8e-9, burst=500e3))
-    for nbytes in (64 << 10, 1 << 20, 16 << 20):
-        for args in (("ring",), ("hierarchical", "ring", 2), ("hierarchical", "ring", 4, True)):
-            saved = plain.predict("allreduce", *args[:1], nbytes, *args[1:]) \
-                - bursty.predict("allreduce", *args[:1], nbytes, *args[1:])
-            assert 0 < saved <= 500e3 * 8e-9 + 1e-12, (nbytes, args, saved)
-    # inside a node nothing crosses the outer links: nothing to save
-    one = Machine.cluster(1, 4, inter=Link(60e-6, 8e-9, burst=500e3))
-    assert one.predict("allreduce", "ring", 1 << 20) == Machine.cluster(1, 4).predict("allreduce", "ring", 1 << 20)

@@ -6,8 +6,7 @@ All ranks measure at once, so the figures include what the job's ranks do to eac
 - intra: every rank exchanges with a rank of its own node (8 B for alpha, 4 MiB for beta; 16 MiB across nodes);
 - inter: every rank streams to the rank of the same local index on the next node (a ring per
   rail, as the hierarchical algorithms send); the node's link carries all of its ranks'
-  messages, so beta per link = time per byte / ranks; burst: the bytes that one 1 MiB
-  message per rank after idle links gains over that rate (a token-bucket shaper's);
+  messages, so beta per link = time per byte / ranks;
 - gamma: numpy reduction of 4 MiB, all ranks at once; codec_gamma: int8 encode + decode;
 - overhead: the software time of one step of our algorithms (a tiny ring on the node);
 - MPI's own collectives at sizes 4 KiB .. ``max_size`` (x4), for the "mpi" candidate;
@@ -39,7 +38,7 @@ from .schedule import run
 __all__ = ["idle_before", "main", "measure_levels"]
 
 log = logging.getLogger(__name__)
-SMALL, LARGE, LINK, BURST = 8, 4 << 20, 16 << 20, 1 << 20
+SMALL, LARGE, LINK = 8, 4 << 20, 16 << 20
 IDLE_S = 0.006  # links idle this long before timing (refills a token bucket of 4 ms of the rate)
 
 
@@ -104,13 +103,7 @@ def _rails(comm: MPI.Comm, topology: Topology, reps: int, steps: int = 4) -> dic
     alpha = timed(SMALL, 16)
     per_step = timed(LINK // steps, steps)
     sharers = min(len(n) for n in nodes)
-    beta = max(per_step - alpha, 1e-9) / (LINK // steps) / sharers
-    # the burst: one message after the links idled, against what the steady rate predicts
-    send, recv = np.ones(BURST, np.uint8), np.empty(BURST, np.uint8)
-    fresh = _timed(comm, lambda: None if right is None or left is None else
-                   comm.Sendrecv(send, right, 93, recv, left, 93), reps * 2, idle=IDLE_S)
-    burst = max(0.0, (alpha + BURST * sharers * beta - fresh) / beta)
-    return {"alpha": alpha, "beta": beta, "burst": min(burst, BURST * sharers)}
+    return {"alpha": alpha, "beta": max(per_step - alpha, 1e-9) / (LINK // steps) / sharers}
 
 
 def _mpi_times(comm: MPI.Comm, max_size: int, reps: int) -> dict:
@@ -229,8 +222,6 @@ def _report(figures: dict, topology: Topology, path: Path) -> None:
             link = figures[name]
             table.add_row(f"{name} latency", f"{link['alpha'] * 1e6:.1f} us")
             table.add_row(f"{name} bandwidth", f"{1 / link['beta'] / 1e9:.3f} GB/s")
-            if link.get("burst"):
-                table.add_row(f"{name} burst after idle", f"{link['burst'] / 1024:.0f} KiB")
     table.add_row("reduction", f"{1 / figures['gamma'] / 1e9:.2f} GB/s")
     table.add_row("int8 encode + decode", f"{1 / figures['codec_gamma'] / 1e9:.2f} GB/s")
     if "overhead" in figures:

@@ -14,9 +14,7 @@ under round-robin placement crosses the node links with every message, a hierarc
 bytes x beta x sharers, at its most loaded link), plus the per-step software ``overhead`` and
 ``gamma`` per byte reduced. Pipelined algorithms (``segments`` S over stages t_1..t_k) take
 sum(t_i) + (S - 1) max(t_i) on n/S bytes; a quantizing codec shrinks the inter-node bytes and
-adds ``codec_gamma`` per byte encoded or decoded. A collective starts from idle links: the first
-``burst`` bytes through each outermost link (a token-bucket shaper's, as cloud NICs and ``tc tbf``
-have) cost nothing.
+adds ``codec_gamma`` per byte encoded or decoded.
 
     machine = Machine.cluster(nodes=3, per_node=2, placement="roundrobin")
     machine.predict("allreduce", "hierarchical", 16 << 20)      # seconds
@@ -54,7 +52,6 @@ SEGMENTS = (1, 2, 4, 8, 16)
 class Link:
     alpha: float  # seconds per message
     beta: float  # seconds per byte through one group's link
-    burst: float = 0.0  # bytes a group's link passes at once after idling (a token-bucket shaper's)
 
 
 @dataclass(frozen=True)
@@ -232,22 +229,6 @@ class Machine:
         per_step = self.overhead if software else 2e-6
         return sum(s.repeat * (self._step_seconds(s) + per_step + s.reduced * self.gamma + s.work) for s in steps)
 
-    def _outer_seconds(self, steps: list[_Step]) -> float:
-        """Seconds the steps' messages spend on the outermost links (bytes x beta x sharers)."""
-        total = 0.0
-        for s in steps:
-            if s.src.size:
-                _, per_byte, first = self._pattern(s.src, s.dst)
-                if first == 0:
-                    total += s.repeat * s.nbytes * float(per_byte.max())
-        return total
-
-    def _burst_saving(self, outer_seconds: float) -> float:
-        """What the outermost links' burst takes off a collective that keeps them busy
-        ``outer_seconds`` (it starts from idle links: the first ``burst`` bytes pass at once)."""
-        link = self.links[0]
-        return min(link.burst * link.beta, outer_seconds)
-
     def predict(self, collective: str, algorithm: str, nbytes: int, inter: str | None = None,
                 segments: int = 1, quantized: bool = False) -> float:
         """Seconds that ``algorithm`` takes for ``collective`` on ``nbytes`` (the full array of
@@ -263,10 +244,8 @@ class Machine:
             for stage in stages:
                 level = self._level(stage)
                 busy[level] = busy.get(level, 0.0) + self.seconds(stage)
-            outer = segments * sum(self._outer_seconds(stage) for stage in stages)
-            return sum(busy.values()) + (segments - 1) * max(busy.values()) - self._burst_saving(outer)
-        steps = self._flat(collective, algorithm, nbytes)
-        return self.seconds(steps) - self._burst_saving(self._outer_seconds(steps))
+            return sum(busy.values()) + (segments - 1) * max(busy.values())
+        return self.seconds(self._flat(collective, algorithm, nbytes))
 
     def best(self, collective: str, nbytes: int, quantized: bool = False,
              candidates: Iterable[str] | None = None) -> Plan:

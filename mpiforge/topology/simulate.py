@@ -203,7 +203,7 @@ def spec_from(preset: str = "ethernet-1g", shape: Sequence[int] | None = None, p
     mpi_times: tuple = ()
     if profile:
         for name in ("inter", "intra"):
-            given = {k: float(v) for k, v in profile.get(name, {}).items() if k in ("alpha", "beta", "burst")}
+            given = {k: float(v) for k, v in profile.get(name, {}).items() if k in ("alpha", "beta")}
             chosen[name] = Link(**{**vars(chosen[name]), **given})
         figures.update({k: float(profile[k]) for k in _FIGURES if k in profile})
         key = f"{shape[0]}x{shape[1]}:{placement}" if len(shape) == 2 else None
