@@ -152,7 +152,7 @@ def _own_times(comm: MPI.Comm, topology: Topology, figures: dict, max_size: int,
                     hierarchy.allreduce(x, "sum", plan.inter, plan.segments, codec=codec if quantized else None,
                                         out=result)
                 key = plan_key("allreduce", plan.inter, plan.segments, quantized)
-                out.setdefault(key, []).append([size, _timed(comm, call, reps, idle=idle_before(size))])
+                out.setdefault(key, []).append([size, _timed(comm, call, 2 * reps, idle=idle_before(size))])
         size *= 4
     hierarchy.free()
     return out
