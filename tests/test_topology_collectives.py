@@ -426,6 +426,12 @@ def section_async(comm: MPI.Comm, checks: Checks) -> None:
                 got = _attempt(checks, where, partial(coll.allreduce, again, op, out=target))
                 checks.check(got is target, f"{where} repeated out=: did not return out")
                 checks.close(target, want, f"{where} repeated buffers, salt {salt} {op}")
+                if dtype == "float32" and op == "sum":  # quantize= in between keeps apart from exact
+                    fresh = _attempt(checks, where, partial(coll.allreduce, again, quantize="int8"))
+                    got = _attempt(checks, where, partial(coll.allreduce, again, out=target, quantize="int8"))
+                    checks.equal(got, fresh, f"{where} repeated buffers, salt {salt}, int8 like a fresh call")
+                    _attempt(checks, where, partial(coll.allreduce, again, op, out=target))
+                    checks.close(target, want, f"{where} repeated buffers, salt {salt}, exact after int8")
             # out= of the wrong dtype or shape is refused (as MPICollective does), not silently cast
             wrong = np.zeros(shape, np.float32 if dtype != "float32" else np.float64)
             checks.raises(ValueError, partial(coll.allreduce, x, "sum", out=wrong),

@@ -33,6 +33,7 @@ from .schedule import run
 
 __all__ = ["TopologyCollective", "parse_forced"]
 
+_NO_DIRECT = (None, None, None, None)
 _MPI_OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, "prod": MPI.PROD}
 
 
@@ -78,11 +79,13 @@ class TopologyCollective(MPICollective):
         self.shape = (len(nodes), max(len(n) for n in nodes))
         self._ring = [int(r) for r in self.machine.topology_order()]
         self._plans: dict[tuple, Plan] = {}
-        # (array, out, op, quantize, MPI op) of the last call planned onto MPI's Allreduce: the same
-        # buffers again go straight there (training loops reuse theirs). Identity tests are the
-        # cheapest check there is, and on an oversubscribed machine any Python before a small
-        # collective costs ~10x its own time (a shape compare and a dict lookup: +16 us on 213).
-        self._direct: tuple = (None,) * 5
+        # (array, out, op, MPI op) of the last call planned onto MPI's Allreduce, per quantize=
+        # value (None: ``_direct``): the same buffers again go straight there (training loops
+        # reuse theirs). Identity tests are the cheapest check there is, and on an oversubscribed
+        # machine any Python before a small collective costs ~10x its own time (a shape compare
+        # and a dict lookup: +16 us on 213).
+        self._direct: tuple = _NO_DIRECT
+        self._direct_quantized: dict[str, tuple] = {}
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -112,9 +115,9 @@ class TopologyCollective(MPICollective):
 
     def allreduce(self, array: Any, op: str = "sum", out: Any = None, quantize: str | None = None) -> Any:
         """``array`` reduced over all ranks; ``quantize`` overrides the codec of the inter-node step."""
-        direct = self._direct
-        if array is direct[0] and out is direct[1] and op == direct[2] and quantize == direct[3]:
-            self.comm.Allreduce(array, out, direct[4])
+        direct = self._direct if quantize is None else self._direct_quantized.get(quantize, _NO_DIRECT)
+        if array is direct[0] and out is direct[1] and op == direct[2]:
+            self.comm.Allreduce(array, out, direct[3])
             return out
         return self._allreduce(array, op, out, quantize, blocking=True).wait()
 
@@ -141,7 +144,11 @@ class TopologyCollective(MPICollective):
             if blocking and op in _MPI_OPS and type(out) is np.ndarray \
                     and out is not array and out.shape == array.shape and out.dtype == array.dtype \
                     and out.flags.c_contiguous and not np.shares_memory(out, array):
-                self._direct = (array, out, op, quantize, _MPI_OPS[op])
+                direct = (array, out, op, _MPI_OPS[op])
+                if quantize is None:
+                    self._direct = direct
+                else:
+                    self._direct_quantized[quantize] = direct
             if blocking:
                 result = self._mpi_allreduce(array, op, out)
                 return Handle(_Deferred(), lambda: result)
@@ -251,7 +258,7 @@ class TopologyCollective(MPICollective):
         return result
 
     def free(self) -> None:
-        self._direct = (None,) * 5
+        self._direct, self._direct_quantized = _NO_DIRECT, {}
         self.hierarchy.free()
 
 
