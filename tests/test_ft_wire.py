@@ -71,6 +71,63 @@ def test_malformed_frames_raise_protocol_error(pair, raw: bytes, match: str) -> 
         b.recv_control()
 
 
+class _CloggingSocket:
+    """Takes ``room`` bytes from non-blocking sends (then would block), everything from the
+    writer's blocking ``sendmsg``; keeps the byte stream a peer would read."""
+
+    def __init__(self, room: int) -> None:
+        self.room, self.stream, self.lock = room, bytearray(), threading.Lock()
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        assert flags & socket.MSG_DONTWAIT
+        with self.lock:
+            if not self.room:
+                raise BlockingIOError
+            taken = min(self.room, len(data), 97)  # odd sizes: frames split mid-header and mid-body
+            self.room -= taken
+            self.stream += data[:taken]
+            return taken
+
+    def sendmsg(self, views: list) -> int:
+        with self.lock:
+            for view in views:
+                self.stream += bytes(view)
+            self.room += 500  # the peer read a little
+            return sum(memoryview(v).nbytes for v in views)
+
+
+def test_master_sends_whole_frames_in_order_when_a_peer_reads_late(pair) -> None:
+    """The master sends directly while a peer keeps up and queues what does not fit (whole frames
+    or their tails) for the peer's writer thread: the peer still reads every message, whole and
+    in order."""
+    from mpiforge.comms.ft.master import _Client
+
+    a, _ = pair
+    real, clogged = a.sock, _CloggingSocket(room=1000)
+    a.sock = clogged
+    client = _Client(a, "id", "late-reader")
+    client.writer.start()
+    count = 2000
+    try:
+        for i in range(count):
+            client.send({"t": "n", "i": i, "pad": "x" * (i % 300)})
+        client.queue.put(None)
+        client.writer.join(5)
+        assert not client.writer.is_alive()
+    finally:
+        a.sock = real
+    reader_end, writer_end = socket.socketpair()
+    reader = Connection(reader_end, timeout=2, max_control=1 << 16)
+    feeder = threading.Thread(target=writer_end.sendall, args=(bytes(clogged.stream),))
+    feeder.start()
+    got = [reader.recv_control(idle=2) for _ in range(count)]
+    feeder.join(5)
+    writer_end.close()
+    reader.close()
+    assert [m["i"] for m in got] == list(range(count))
+    assert all(m["pad"] == "x" * (m["i"] % 300) for m in got)
+
+
 def test_data_frame_on_control_only_connection() -> None:
     a, b = socket.socketpair()
     conn = Connection(b, timeout=1)

@@ -9,10 +9,11 @@ fails authentication or breaks the protocol is closed; the listener keeps servin
 peer of the ring (one sender thread each) and as many from the previous one (one reader thread
 each). Collectives register with the links under their op id; a reader thread takes each data
 frame's header (epoch, op id, step, segment), asks the op where those bytes go, checks the size,
-receives them straight into that memory and lets the op handle them (combine, pass on) in the
-same thread. Any failure (a closed socket, a frame for another
-epoch or op, a wrong size) fails every registered op and closes the links: an epoch's links are
-used until the first failure and never again, so no byte of an aborted op reaches a later one.
+receives them straight into that memory (in pieces of ``PIECE_BYTES`` when the op wants to work
+on each piece as it comes in) and lets the op handle them (combine, pass on) in the same thread.
+Any failure (a closed socket, a frame for another epoch or op, a wrong size) fails every
+registered op and closes the links: an epoch's links are used until the first failure and never
+again, so no byte of an aborted op reaches a later one.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ __all__ = ["DataPlane", "Links", "Superseded"]
 log = logging.getLogger(__name__)
 _IDLE = 0.25
 _MAX_PARKED = 256
+PIECE_BYTES = 256 << 10  # received and handed to the op at a time (within a core's L2 cache; a multiple of 16)
 
 
 class Superseded(Exception):
@@ -44,7 +46,7 @@ class LinkOp(Protocol):
 
     op_id: int
 
-    def target(self, step: int, segment: int) -> memoryview | None: ...
+    def target(self, step: int, segment: int) -> tuple[memoryview, Callable[[int, int], None] | None] | None: ...
     def arrived(self, step: int, segment: int, nbytes: int) -> None: ...
     def sent(self, nbytes: int) -> None: ...
     def fail(self, reason: str) -> None: ...
@@ -140,10 +142,17 @@ class Links:
                 if epoch != self.epoch:
                     raise ProtocolError(f"data of epoch {epoch} on a lane of epoch {self.epoch}")
                 op = self._wait_op(op_id)
-                view = op.target(step, segment)
-                if view is None or view.nbytes != nbytes:
+                found = op.target(step, segment)
+                if found is None or found[0].nbytes != nbytes:
                     raise ProtocolError(f"collective {op_id} expects no {nbytes}-byte segment {segment} at step {step}")
-                conn.recv_into(view)
+                view, piece = found
+                if piece is None:
+                    conn.recv_into(view)
+                else:  # let the op work on each piece while it is still in the cache
+                    for lo in range(0, nbytes, PIECE_BYTES):
+                        hi = min(lo + PIECE_BYTES, nbytes)
+                        conn.recv_into(view[lo:hi])
+                        piece(lo, hi)
                 op.arrived(step, segment, HEADER.size + DATA_HEADER.size + nbytes)
         except (OSError, ProtocolError) as exc:
             self.fail(f"link from {self.prev_name} failed: {exc}")

@@ -1,7 +1,9 @@
 """The master: accepts peers, authenticates them, and runs the ``Coordinator`` over their connections.
 
-One thread per connection reads (so a slow or hostile client stalls only itself), one writer
-thread per peer drains its outbound queue (the state lock is never held across a send), and a
+One thread per connection reads (so a slow or hostile client stalls only itself); a message to
+a peer goes out at once with a non-blocking send when nothing is queued for that peer, else (or
+for what did not fit in its socket buffer) through that peer's writer thread, so no thread ever
+blocks on a send while holding the state lock and most messages skip a thread hand-off; a
 monitor thread drops peers silent for longer than ``heartbeat_timeout``. Every decision happens
 in ``Coordinator`` under one lock. A frame that breaks the protocol, a failed authentication or
 a closed socket ends that connection only; a member lost that way is reported to the others.
@@ -21,7 +23,7 @@ import time
 from .auth import authenticate_server
 from .coordinator import Coordinator, Outbox
 from .errors import AuthError, ProtocolError
-from .wire import MAX_CONTROL, Connection, field
+from .wire import MAX_CONTROL, Connection, encode_control, field
 
 __all__ = ["Master"]
 
@@ -36,24 +38,44 @@ class _Client:
     def __init__(self, conn: Connection, peer_id: str, name: str) -> None:
         self.conn, self.id, self.name = conn, peer_id, name
         self.last_seen = time.monotonic()
-        self.queue: queue.SimpleQueue[dict | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.writer = threading.Thread(target=self._write, name=f"ft-master-send-{name}", daemon=True)
+        self._lock = threading.Lock()
+        self._queued = 0  # frames (or their tails) handed to the writer and not yet sent
 
     def send(self, msg: dict) -> None:
-        if self.queue.qsize() > _MAX_QUEUE:
-            log.warning("peer %s does not read its messages; dropping it", self.name)
-            self.conn.shutdown()
-            return
-        self.queue.put(msg)
+        """Send now if nothing is queued and the socket takes it without blocking; queue the rest."""
+        frame = encode_control(msg)
+        with self._lock:
+            if not self._queued:
+                try:
+                    sent = self.conn.sock.send(frame, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    log.info("sending to %s failed: %s", self.name, exc)
+                    self.conn.shutdown()  # the reader thread sees EOF and drops the peer
+                    return
+                if sent == len(frame):
+                    return
+                frame = frame[sent:]
+            if self._queued > _MAX_QUEUE:
+                log.warning("peer %s does not read its messages; dropping it", self.name)
+                self.conn.shutdown()
+                return
+            self._queued += 1
+            self.queue.put(frame)
 
     def _write(self) -> None:
-        while (msg := self.queue.get()) is not None:
+        while (frame := self.queue.get()) is not None:
             try:
-                self.conn.send_control(msg)
+                self.conn.send_frame(frame)
             except OSError as exc:
                 log.info("sending to %s failed: %s", self.name, exc)
                 self.conn.shutdown()  # the reader thread sees EOF and drops the peer
                 return
+            with self._lock:
+                self._queued -= 1
 
 
 class Master:

@@ -93,7 +93,7 @@ class Peer:
     data listener binds ``host`` (loopback unless told otherwise) and other peers reach it at
     ``advertise_host`` (default: the address the master sees). ``lanes`` TCP connections per ring
     neighbour (else $MPIFORGE_FT_LANES, else 2) carry segments of ``segment_bytes`` (else
-    $MPIFORGE_FT_SEGMENT_BYTES, else 4 MiB; every member must use the same value); the master
+    $MPIFORGE_FT_SEGMENT_BYTES, else 8 MiB; every member must use the same value); the master
     drops a peer silent for its heartbeat timeout, this peer gives the master ``master_timeout``;
     a collective whose data stops flowing for ``stall_timeout`` seconds fails; a peer that cannot
     connect to its new ring neighbours within ``ring_timeout`` leaves the group (TopologyError),
@@ -107,7 +107,7 @@ class Peer:
                  master_timeout: float = 5.0, io_timeout: float = 10.0, stall_timeout: float = 30.0,
                  ring_timeout: float = 30.0) -> None:
         lanes = _setting(lanes, "MPIFORGE_FT_LANES", 2)
-        segment_bytes = _setting(segment_bytes, "MPIFORGE_FT_SEGMENT_BYTES", 4 << 20)
+        segment_bytes = _setting(segment_bytes, "MPIFORGE_FT_SEGMENT_BYTES", 8 << 20)
         if not 1 <= segment_bytes <= MAX_DATA:
             raise ValueError(f"segment_bytes must be in [1, {MAX_DATA}], got {segment_bytes}")
         self.master_addr = (str(master_addr[0]), int(master_addr[1]))

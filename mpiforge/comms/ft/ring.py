@@ -4,8 +4,10 @@ all-gather and broadcast, exact or with block-quantized chunks.
 The flat array is cut into one chunk per peer and each chunk into segments of about
 ``segment_bytes``; segment ``j`` travels on lane ``j`` (mod the lane count), so several TCP
 connections per neighbour carry a step at once. A segment is combined by the lane thread that
-received it, which queues it for the next step at once (pipelining, and the reductions of several
-lanes run in parallel: numpy and the codecs release the GIL). Receives land directly in the
+received it, 256 KiB at a time as the bytes come in (``links.PIECE_BYTES``: each piece is added
+while it is still in the core's cache instead of after the whole segment has gone through
+memory), and queued for the next step at once (pipelining, and the reductions of several lanes
+run in parallel: numpy and the codecs release the GIL). Receives land directly in the
 result (or in a payload buffer when quantized) and sends go straight from numpy memory: no copy
 of the input is made.
 
@@ -66,7 +68,8 @@ class RingOp:
         self.stall_timeout = stall_timeout
         self.error: str | None = None
         self.bytes_sent = self.bytes_received = 0
-        self._targets: dict[tuple[int, int], tuple[memoryview, Callable[[], None] | None]] = {}
+        self._targets: dict[tuple[int, int], tuple[memoryview, Callable[[], None] | None,
+                                                   Callable[[int, int], None] | None]] = {}
         self._arrived: set[tuple[int, int]] = set()
         self._handled = 0
         self._in_flight = 0
@@ -76,10 +79,23 @@ class RingOp:
 
     # -- called by the links ------------------------------------------------------------------
 
-    def target(self, step: int, segment: int) -> memoryview | None:
+    def target(self, step: int, segment: int) -> tuple[memoryview, Callable[[int, int], None] | None] | None:
+        """Where segment (step, segment) lands, and what to call for each byte range ``[lo, hi)`` of
+        it as soon as that range is in (None: nothing before ``arrived``); None if unexpected."""
         key = (step, segment)
         found = self._targets.get(key)
-        return None if found is None or key in self._arrived else found[0]
+        if found is None or key in self._arrived:
+            return None
+        piece = found[2]
+        return found[0], None if piece is None else partial(self._piece, piece, step, segment)
+
+    def _piece(self, piece: Callable[[int, int], None], step: int, segment: int, lo: int, hi: int) -> None:
+        if self.error is not None:
+            return
+        try:
+            piece(lo, hi)
+        except Exception as exc:  # noqa: BLE001 - fail the op, not the lane thread
+            self.fail(f"handling step {step} segment {segment}: {exc}")
 
     def arrived(self, step: int, segment: int, nbytes: int) -> None:
         with self._cv:
@@ -94,13 +110,19 @@ class RingOp:
         with self._cv:
             self._handled += 1
             self._progress = time.monotonic()
-            self._cv.notify_all()
+            self._wake_if_done()
 
     def sent(self, nbytes: int) -> None:
         with self._cv:
             self._in_flight -= 1
             self.bytes_sent += nbytes
             self._progress = time.monotonic()
+            self._wake_if_done()
+
+    def _wake_if_done(self) -> None:
+        """Wake ``run`` once everything is in and out (not for every segment: each wake-up costs
+        the lane threads the GIL); it notices stalls from ``_progress`` on its own."""
+        if self._handled == len(self._targets) and not self._in_flight:
             self._cv.notify_all()
 
     def fail(self, reason: str) -> None:
@@ -111,9 +133,11 @@ class RingOp:
 
     # -- used by the collectives --------------------------------------------------------------
 
-    def _expect(self, step: int, segment: int, view: np.ndarray, handler: Callable[[], None] | None = None) -> None:
-        """Segment (step, segment) lands in ``view``; then ``handler()`` runs in the lane thread."""
-        self._targets[(step, segment)] = (memoryview(_bytes(view)), handler)
+    def _expect(self, step: int, segment: int, view: np.ndarray, handler: Callable[[], None] | None = None,
+                piece: Callable[[int, int], None] | None = None) -> None:
+        """Segment (step, segment) lands in ``view``; ``piece(lo, hi)`` runs for each byte range of
+        it as it comes in, then ``handler()`` once it is all in (both in the lane thread)."""
+        self._targets[(step, segment)] = (memoryview(_bytes(view)), handler, piece)
 
     def _post(self, step: int, segment: int, view: np.ndarray) -> None:
         assert self._links is not None
@@ -172,8 +196,11 @@ class AllReduce(RingOp):
         for s in range(n - 1):
             chunk = self._rs_recv(s)
             for j, (a, b) in enumerate(self.segs[chunk]):
-                view = out[a:b] if codec is None else self.payload[("in", s, j)]
-                self._expect(s, j, view, partial(self._reduced, s, j, chunk, a, b))
+                if codec is None:  # combined piece by piece as it arrives, while it is in the cache
+                    self._expect(s, j, out[a:b], partial(self._reduced, s, j, chunk, a, b),
+                                 partial(self._combine_piece, a))
+                else:
+                    self._expect(s, j, self.payload[("in", s, j)], partial(self._reduced, s, j, chunk, a, b))
             chunk = self._ag_recv(s)
             for j, (a, b) in enumerate(self.segs[chunk]):
                 view = out[a:b] if codec is None else self.payload[("ag", chunk, j)]
@@ -211,8 +238,10 @@ class AllReduce(RingOp):
             self._post(0, j, x[a:b] if self.codec is None else self.codec.encode(x[a:b], out=self.payload[("out", 0, j)]))
 
     def _reduced(self, s: int, j: int, chunk: int, a: int, b: int) -> None:
-        """Reduce-scatter segment in: combine it with ours, pass it on (or finish the owned chunk)."""
-        self._combine(s, j, a, b)
+        """Reduce-scatter segment in: combine it with ours (quantized; exact ones are combined
+        already), pass it on (or finish the owned chunk)."""
+        if self.codec is not None:
+            self._combine(s, j, a, b)
         out = self.out[a:b]
         if s < self.n - 2:
             self._post(s + 1, j, out if self.codec is None else
@@ -226,6 +255,13 @@ class AllReduce(RingOp):
             self._decode(view, self.out[a:b])
         if s < self.n - 2:
             self._post(self.n + s, j, view)
+
+    def _combine_piece(self, a: int, lo: int, hi: int) -> None:
+        """Bytes [lo, hi) of the segment starting at element ``a`` are in ``out``: combine them with ours."""
+        size = self.x.itemsize
+        lo, hi = a + lo // size, a + hi // size
+        out = self.out[lo:hi]
+        self.ufunc(out, self.x[lo:hi], out=out)
 
     def _combine(self, s: int, j: int, a: int, b: int) -> None:
         """out[a:b] = op(x[a:b], what arrived for (s, j))."""

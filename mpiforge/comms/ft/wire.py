@@ -108,6 +108,11 @@ class Connection:
         with self._send_lock:
             self._sendmsg_all([memoryview(frame)])
 
+    def send_frame(self, frame: bytes | bytearray | memoryview) -> None:
+        """Send bytes that are (the rest of) an encoded frame, whole or OSError."""
+        with self._send_lock:
+            self._sendmsg_all([memoryview(frame)])
+
     def send_data(self, epoch: int, op_id: int, step: int, segment: int, payload: memoryview) -> int:
         """Send one data frame whose body is ``payload`` (any contiguous buffer, sent without a copy)."""
         payload = memoryview(payload).cast("B")

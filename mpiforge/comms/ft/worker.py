@@ -239,18 +239,25 @@ def loop(peer: Peer, args: argparse.Namespace) -> None:
 # -- bench ------------------------------------------------------------------------------------
 
 def bench(peer: Peer, args: argparse.Namespace) -> None:
+    """Per size: ``warmup`` untimed all-reduces, then ``reps`` timed ones, each after a barrier
+    (a one-element all-reduce), as the gloo and MPI baselines time theirs."""
     wait_world(peer, args.world)
+    token = np.zeros(1, np.float32)
     for size in args.sizes:
         x = np.ones(size // 4, np.float32)
         out = np.empty_like(x)
         for _ in range(args.warmup):
             peer.all_reduce(x, out=out, quantize=args.quantize)
         times = []
+        cpu = time.process_time()
         for _ in range(args.reps):
+            peer.all_reduce(token, tag=1)
             start = time.perf_counter()
             peer.all_reduce(x, out=out, quantize=args.quantize)
             times.append(time.perf_counter() - start)
-        emit("bench", size=size, world=peer.world_size, seconds=times, correct=bool((out == peer.world_size).all()))
+        cpu = time.process_time() - cpu
+        emit("bench", size=size, world=peer.world_size, seconds=times, cpu=cpu, digest=digest(out),
+             correct=bool((out == peer.world_size).all()))
     emit("done")
 
 
@@ -260,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-file", required=True)
     parser.add_argument("--name", default="")
     parser.add_argument("--lanes", type=int, default=None, help="default: $MPIFORGE_FT_LANES, else 2")
-    parser.add_argument("--segment-bytes", type=int, default=None, help="default: $MPIFORGE_FT_SEGMENT_BYTES, else 4 MiB")
+    parser.add_argument("--segment-bytes", type=int, default=None, help="default: $MPIFORGE_FT_SEGMENT_BYTES, else 8 MiB")
     parser.add_argument("--stall-timeout", type=float, default=30.0)
     parser.add_argument("--io-timeout", type=float, default=10.0)
     parser.add_argument("--log-level", default="WARNING")
