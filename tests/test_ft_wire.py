@@ -14,7 +14,16 @@ from mpiforge.comms.ft.auth import authenticate_client, authenticate_server, loa
 from mpiforge.comms.ft.coordinator import Coordinator, describe_op
 from mpiforge.comms.ft.errors import AuthError, ProtocolError
 from mpiforge.comms.ft.topology import best_ring, ring_score
-from mpiforge.comms.ft.wire import CONTROL, DATA, HEADER, MAGIC, VERSION, Connection, encode_control, field
+from mpiforge.comms.ft.wire import (
+    CONTROL,
+    DATA,
+    HEADER,
+    MAGIC,
+    VERSION,
+    Connection,
+    encode_control,
+    field,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -27,7 +27,15 @@ from typing import Protocol
 
 from .auth import authenticate_client, authenticate_server
 from .errors import AuthError, FtError, ProtocolError, TopologyError
-from .wire import DATA_HEADER, HEADER, MAX_CONTROL, MAX_DATA, Connection, field, open_connection
+from .wire import (
+    DATA_HEADER,
+    HEADER,
+    MAX_CONTROL,
+    MAX_DATA,
+    Connection,
+    field,
+    open_connection,
+)
 
 __all__ = ["DataPlane", "Links", "Superseded"]
 

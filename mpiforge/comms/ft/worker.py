@@ -27,7 +27,13 @@ import time
 
 import numpy as np
 
-from .errors import CollectiveAborted, FtError, RevisionError, SharedStateError, TopologyError
+from .errors import (
+    CollectiveAborted,
+    FtError,
+    RevisionError,
+    SharedStateError,
+    TopologyError,
+)
 from .peer import Peer, ReduceInfo
 
 _DTYPES = ("float32", "float64", "int32", "int64")
