@@ -15,14 +15,14 @@ from mpi4py import MPI
 from .algorithms import TAG, chunk_bounds, scratch
 from .schedule import Steps
 
-__all__ = ["quantized_ring_allreduce_steps"]
+__all__ = ["PIECE", "exchange", "quantized_ring_allreduce_steps"]
 
 #: payloads travel in messages of at most this many bytes: under Open MPI's TCP eager limit
 #: (64 KiB with its header), so none waits for a rendezvous reply queued behind data on a busy link
 PIECE = 60 << 10
 
 
-def _exchange(comm: MPI.Comm, got: np.ndarray, left: int, payload: np.ndarray, right: int, tag: int,
+def exchange(comm: MPI.Comm, got: np.ndarray, left: int, payload: np.ndarray, right: int, tag: int,
               piece: int) -> list:
     """Receive ``got`` from ``left`` while sending ``payload`` to ``right``, in messages of at most
     ``piece`` bytes (same tag: MPI keeps their order)."""
@@ -50,13 +50,13 @@ def quantized_ring_allreduce_steps(comm: MPI.Comm, flat: np.ndarray, codec, orde
             send, recv = (pos - step) % p, (pos - step - 1) % p
             payload = codec.encode(flat[slice(*chunks[send])], out=out, add=got)
             got = wire[offsets[recv]:offsets[recv + 1]]
-            yield _exchange(comm, got, left, payload, right, tag, piece)
+            yield exchange(comm, got, left, payload, right, tag, piece)
         owned = (pos + 1) % p  # the chunk received last: its sum is complete here
         codec.encode(flat[slice(*chunks[owned])], out=got, add=got, roundtrip=True)  # the bits others decode
         for step in range(p - 1):
             send, recv = (pos + 1 - step) % p, (pos - step) % p
-            yield _exchange(comm, wire[offsets[recv]:offsets[recv + 1]], left,
-                            wire[offsets[send]:offsets[send + 1]], right, tag + 1, piece)
+            yield exchange(comm, wire[offsets[recv]:offsets[recv + 1]], left,
+                           wire[offsets[send]:offsets[send + 1]], right, tag + 1, piece)
         for index, (a, b) in enumerate(chunks):
             if index != owned:
                 codec.decode(wire[offsets[index]:offsets[index + 1]], flat[a:b])
