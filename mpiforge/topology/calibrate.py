@@ -126,7 +126,7 @@ def _mpi_times(comm: MPI.Comm, max_size: int, reps: int) -> dict:
             "bcast": lambda: comm.Bcast(x, root=0),
             "reduce": lambda: comm.Reduce(x, y, root=0),
         }
-        count = reps if size >= (1 << 20) else reps * 3
+        count = reps if size >= (1 << 20) else reps * 10  # small ones are cheap and noisy
         for name, call in calls.items():
             out[name].append([size, _timed(comm, call, count, idle=idle_before(size))])
         size *= 4
