@@ -1,0 +1,209 @@
+"""DiLoCo and Streaming DiLoCo: workers that synchronise every ``sync_every`` inner steps.
+
+Each worker trains its own copy with its inner optimizer; every H steps the pseudo-gradient
+(global minus local parameters) is averaged over the workers through any ``Collective`` and an
+outer Nesterov SGD step moves the global copy (float32, on the host), which then replaces (or,
+with ``alpha`` < 1, is mixed into) the local parameters. Streaming: the parameters are split
+into ``fragments`` (strided over the parameter list, so each fragment spans the whole depth),
+fragment f syncs at steps where ``step % H == f * H // F``, and its all-reduce may run during
+``delay`` further inner steps before it is merged. ``quantize`` sends each worker's
+pseudo-gradient through a codec (int8, fp8, int4, fp4) and sums the decoded values in float32,
+in worker order, so every worker computes the same bits.
+
+    diloco = DiLoCo(model, torch.optim.AdamW(model.parameters()), MPICollective(comm), sync_every=50)
+    for batch in data:
+        loss = model(batch).loss; loss.backward(); opt.step(); opt.zero_grad()
+        diloco.step()          # counts the inner step; syncs the fragments that are due
+    diloco.stats               # bytes sent / received, peak bytes per sync, seconds in communication
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .collective import Collective, Handle
+from .quantize import get_codec
+
+__all__ = ["DiLoCo", "SyncStats", "due_fragments", "strided_fragments"]
+
+log = logging.getLogger(__name__)
+
+
+def strided_fragments(count: int, fragments: int) -> list[list[int]]:
+    """Parameter indices of each fragment: index i goes to fragment i % fragments."""
+    if fragments < 1 or fragments > max(count, 1):
+        raise ValueError(f"fragments must be between 1 and the number of parameters ({count}), got {fragments}")
+    return [list(range(f, count, fragments)) for f in range(fragments)]
+
+
+def due_fragments(step: int, sync_every: int, fragments: int) -> list[int]:
+    """The fragments whose sync starts after inner step ``step`` (1-based): fragment f at the
+    steps where step % H == f * H // F, staggered evenly over the H steps (never at step 0)."""
+    if step < 1:
+        return []
+    return [f for f in range(fragments) if step % sync_every == f * sync_every // fragments]
+
+
+@dataclass
+class SyncStats:
+    """What synchronisation cost one worker so far."""
+
+    syncs: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    peak_bytes: int = 0  # the largest payload of one fragment sync (what one sync puts on the wire)
+    comm_seconds: float = 0.0  # starting and waiting for the all-reduces
+    compute_seconds: float = 0.0  # between syncs (inner steps), as seen by step()
+    per_sync: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Fragment:
+    params: list  # torch parameters
+    global_: np.ndarray  # float32, flat
+    momentum: np.ndarray
+
+
+@dataclass
+class _Pending:
+    index: int
+    merge_at: int
+    delta: np.ndarray
+    handle: Handle | None  # None: quantized (already reduced)
+    reduced: np.ndarray | None
+
+
+class DiLoCo:
+    """Outer synchronisation around a torch model and its inner optimizer (see module docstring)."""
+
+    def __init__(self, model: Any, inner_optimizer: Any, collective: Collective, sync_every: int = 50,
+                 outer_lr: float = 0.7, outer_momentum: float = 0.9, nesterov: bool = True, fragments: int = 1,
+                 delay: int = 0, alpha: float = 1.0, quantize: str | None = None) -> None:
+        if sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {sync_every}")
+        if not 0 <= delay < sync_every:
+            raise ValueError(f"delay must be in [0, sync_every), got {delay} with sync_every={sync_every}")
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        self.model, self.inner_optimizer, self.collective = model, inner_optimizer, collective
+        self.sync_every, self.delay, self.alpha = sync_every, delay, alpha
+        self.outer_lr, self.outer_momentum, self.nesterov = outer_lr, outer_momentum, nesterov
+        self.codec = get_codec(quantize)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.fragments = []
+        for indices in strided_fragments(len(params), fragments):
+            chosen = [params[i] for i in indices]
+            flat = self._gather(chosen)
+            self.fragments.append(_Fragment(chosen, flat, np.zeros_like(flat)))
+        self._scatter_all(collective.broadcast(self._all_globals(), root=0))  # all start from worker 0's
+        self.step_count = 0
+        self.stats = SyncStats()
+        self._pending: list[_Pending] = []
+        self._last = time.perf_counter()
+
+    # -- the training loop's hook -----------------------------------------------------------------
+
+    def step(self) -> list[int]:
+        """Call after every inner optimizer step; returns the fragments merged now."""
+        now = time.perf_counter()
+        self.stats.compute_seconds += now - self._last
+        self.step_count += 1
+        for f in due_fragments(self.step_count, self.sync_every, len(self.fragments)):
+            self._start(f)
+        merged = [p.index for p in self._pending if p.merge_at <= self.step_count]
+        for pending in [p for p in self._pending if p.merge_at <= self.step_count]:
+            self._merge(pending)
+            self._pending.remove(pending)
+        self._last = time.perf_counter()
+        self.stats.comm_seconds += self._last - now
+        return merged
+
+    def _start(self, index: int) -> None:
+        fragment = self.fragments[index]
+        delta = fragment.global_ - self._gather(fragment.params)  # the pseudo-gradient
+        nbytes, size = delta.nbytes, self.collective.size
+        if self.codec is None:
+            handle, reduced = self.collective.allreduce_async(delta, op="avg"), None
+            sent = received = 2 * (size - 1) * nbytes // max(size, 1)  # a ring's share
+        else:
+            payload = self.codec.encode(delta)
+            everyone = self.collective.allgather(payload)
+            reduced = np.zeros_like(delta)
+            for row in everyone:  # in worker order: the same float32 sums everywhere
+                self.codec.decode_add(row, reduced)
+            reduced /= np.float32(size)
+            handle, nbytes = None, payload.nbytes
+            sent = received = (size - 1) * payload.nbytes
+        self.stats.bytes_sent += sent
+        self.stats.bytes_received += received
+        self.stats.peak_bytes = max(self.stats.peak_bytes, nbytes)
+        self.stats.syncs += 1
+        self.stats.per_sync.append({"step": self.step_count, "fragment": index, "bytes": nbytes})
+        log.debug("fragment %d: sync of %d bytes started at step %d", index, nbytes, self.step_count)
+        self._pending.append(_Pending(index, self.step_count + self.delay, delta, handle, reduced))
+
+    def _merge(self, pending: _Pending) -> None:
+        """The outer Nesterov step on the global copy, then the local parameters from it."""
+        fragment = self.fragments[pending.index]
+        average = pending.reduced if pending.handle is None else pending.handle.wait()
+        momentum = fragment.momentum
+        momentum *= np.float32(self.outer_momentum)
+        momentum += average
+        update = average + np.float32(self.outer_momentum) * momentum if self.nesterov else momentum
+        fragment.global_ -= np.float32(self.outer_lr) * update
+        local = fragment.global_
+        if self.alpha < 1:
+            local = np.float32(self.alpha) * fragment.global_ + np.float32(1 - self.alpha) * self._gather(fragment.params)
+        self._scatter(fragment.params, local)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Global copies, outer momenta and the step (no sync may be in flight)."""
+        if self._pending:
+            raise RuntimeError("a sync is in flight: checkpoint right after a merge (step() returned it)")
+        return {"step": self.step_count, "global": [f.global_.copy() for f in self.fragments],
+                "momentum": [f.momentum.copy() for f in self.fragments]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["global"]) != len(self.fragments):
+            raise ValueError(f"the state has {len(state['global'])} fragments, this DiLoCo {len(self.fragments)}")
+        for fragment, glob, mom in zip(self.fragments, state["global"], state["momentum"]):
+            if glob.shape != fragment.global_.shape:
+                raise ValueError(f"fragment of {glob.size} values does not fit {fragment.global_.size}")
+            fragment.global_[...] = glob
+            fragment.momentum[...] = mom
+        self.step_count = int(state["step"])
+
+    # -- torch <-> flat float32 ----------------------------------------------------------------
+
+    def _all_globals(self) -> np.ndarray:
+        return np.concatenate([f.global_ for f in self.fragments])
+
+    def _scatter_all(self, everything: np.ndarray) -> None:
+        """The global copies and local parameters from one flat array of every fragment."""
+        offset = 0
+        for fragment in self.fragments:
+            n = fragment.global_.size
+            fragment.global_[...] = everything[offset:offset + n]
+            offset += n
+            self._scatter(fragment.params, fragment.global_)
+
+    @staticmethod
+    def _gather(params: list) -> np.ndarray:
+        return np.concatenate([p.detach().float().cpu().numpy().reshape(-1) for p in params]).astype(np.float32)
+
+    @staticmethod
+    def _scatter(params: list, flat: np.ndarray) -> None:
+        import torch
+
+        offset = 0
+        with torch.no_grad():
+            for p in params:
+                n = p.numel()
+                p.copy_(torch.from_numpy(flat[offset:offset + n]).view_as(p))
+                offset += n

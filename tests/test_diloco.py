@@ -1,0 +1,105 @@
+"""DiLoCo: the fragment schedule, H=1 equals parameter averaging, identical global copies."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpiforge.comms.diloco import due_fragments, strided_fragments
+from mpiforge.testing import run_ranks
+
+torch = pytest.importorskip("torch")
+
+
+def test_strided_fragments_cover_every_parameter_once() -> None:
+    assert strided_fragments(7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
+    assert strided_fragments(4, 1) == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="fragments"):
+        strided_fragments(3, 4)
+
+
+def test_due_fragments_are_staggered_over_the_period() -> None:
+    schedule = {step: due_fragments(step, 8, 4) for step in range(25)}
+    assert schedule[0] == [] and schedule[8] == [0] and schedule[16] == [0]
+    assert schedule[2] == [1] and schedule[4] == [2] and schedule[6] == [3] and schedule[10] == [1]
+    for f in range(4):  # each fragment once per period
+        assert sum(f in due for step, due in schedule.items() if 1 <= step <= 16) == 2
+    assert due_fragments(5, 5, 1) == [0] and due_fragments(4, 5, 1) == []
+
+
+def _setup(comm, seed: int = 0):
+    torch.manual_seed(1234 + comm.rank)  # different weights: DiLoCo starts everyone from worker 0's
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    inner = torch.optim.SGD(model.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(seed + 99 * comm.rank)  # each worker its own data
+    return model, inner, generator
+
+
+def _inner_step(model, inner, generator) -> None:
+    x = torch.randn(16, 6, generator=generator)
+    loss = ((model(x) - x[:, :3]) ** 2).mean()
+    inner.zero_grad()
+    loss.backward()
+    inner.step()
+
+
+def _flat(model) -> np.ndarray:
+    return np.concatenate([p.detach().numpy().reshape(-1) for p in model.parameters()])
+
+
+def body_h1_is_averaging(comm, quantize) -> None:
+    from mpiforge.comms.collective import MPICollective
+    from mpiforge.comms.diloco import DiLoCo
+
+    model, inner, generator = _setup(comm)
+    diloco = DiLoCo(model, inner, MPICollective(comm), sync_every=1, outer_lr=1.0, outer_momentum=0.0,
+                    nesterov=False, quantize=quantize)
+    start = comm.allgather(_flat(model))
+    assert all(np.array_equal(start[0], s) for s in start), "workers did not start from the same weights"
+    for _ in range(5):
+        _inner_step(model, inner, generator)
+        local = comm.allgather(_flat(model))
+        before = comm.allgather(diloco._all_globals())[0]
+        assert diloco.step() == [0]
+        want = np.mean(local, axis=0)
+        got = _flat(model)
+        if quantize is None:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        else:  # int8: each pseudo-gradient off by at most half a step of its block's scale
+            bound = max(np.abs(before - loc).max() for loc in local) / 127
+            assert np.abs(got - want).max() <= bound, (np.abs(got - want).max(), bound)
+        everyone = comm.allgather(got)
+        assert all(np.array_equal(everyone[0], e) for e in everyone), "workers hold different parameters"
+    assert diloco.stats.syncs == 5 and diloco.stats.bytes_sent > 0
+
+
+def body_streaming_keeps_globals_identical(comm) -> None:
+    from mpiforge.comms.collective import MPICollective
+    from mpiforge.comms.diloco import DiLoCo
+
+    model, inner, generator = _setup(comm, seed=7)
+    diloco = DiLoCo(model, inner, MPICollective(comm), sync_every=4, fragments=2, delay=1, alpha=0.5,
+                    quantize="fp4")
+    merged = []
+    for _ in range(12):
+        _inner_step(model, inner, generator)
+        merged.append(diloco.step())
+    assert merged[:7] == [[], [], [1], [], [0], [], [1]], merged  # starts at 2 and 4, merged one step later
+    for fragment in diloco.fragments:
+        everyone = comm.allgather(fragment.global_.tobytes())
+        assert all(e == everyone[0] for e in everyone), "global copies diverged"
+    largest = max(f.global_.nbytes for f in diloco.fragments)
+    assert diloco.stats.peak_bytes < largest / 6  # one fragment at a time, 4 bits a value
+    state = diloco.state_dict() if not diloco._pending else None
+    if state is not None:
+        diloco.load_state_dict(state)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_h1_with_plain_outer_sgd_is_parameter_averaging(quantize) -> None:
+    run_ranks(body_h1_is_averaging, 2, 120, args=(quantize,))
+
+
+@pytest.mark.mpi
+def test_streaming_fragments_keep_global_copies_identical() -> None:
+    run_ranks(body_streaming_keeps_globals_identical, 2, 120)
