@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -162,12 +162,17 @@ class DiLoCo:
 
     # -- state ------------------------------------------------------------------------------------
 
+    @property
+    def in_flight(self) -> bool:
+        """Whether a fragment's sync has started and not yet been merged."""
+        return bool(self._pending)
+
     def state_dict(self) -> dict:
-        """Global copies, outer momenta and the step (no sync may be in flight)."""
+        """Global copies, outer momenta, the step and the stats (no sync may be in flight)."""
         if self._pending:
             raise RuntimeError("a sync is in flight: checkpoint right after a merge (step() returned it)")
         return {"step": self.step_count, "global": [f.global_.copy() for f in self.fragments],
-                "momentum": [f.momentum.copy() for f in self.fragments]}
+                "momentum": [f.momentum.copy() for f in self.fragments], "stats": asdict(self.stats)}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["global"]) != len(self.fragments):
@@ -178,6 +183,7 @@ class DiLoCo:
             fragment.global_[...] = glob
             fragment.momentum[...] = mom
         self.step_count = int(state["step"])
+        self.stats = SyncStats(**state.get("stats", {}))
 
     # -- torch <-> flat float32 ----------------------------------------------------------------
 
