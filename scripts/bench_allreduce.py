@@ -33,7 +33,7 @@ def run_worker(sizes: list[int], reps: int, quantize: str, max_calibrate: int) -
     import numpy as np
     from mpi4py import MPI
 
-    from mpiforge.topology.calibrate import idle_before, measure_levels
+    from mpiforge.topology.calibrate import idle_before, measure_levels, quiet
     from mpiforge.topology.collective import TopologyCollective
     from mpiforge.topology.discovery import discover
     from mpiforge.topology.profile import machine_for
@@ -64,10 +64,7 @@ def run_worker(sizes: list[int], reps: int, quantize: str, max_calibrate: int) -
         count = -(-count // len(orders)) * len(orders)
         for index in range(count):
             for name in orders[index % len(orders)]:
-                comm.Barrier()  # from 256 KiB, after idle links (full tbf buckets), whatever ran before
-                if pause:
-                    time.sleep(pause)
-                    comm.Barrier()
+                quiet(comm, pause)  # from 256 KiB, after idle links (full tbf buckets), whatever ran before
                 t = time.perf_counter()
                 calls[name]()
                 times[name].append(comm.allreduce(time.perf_counter() - t, op=MPI.MAX))

@@ -174,8 +174,7 @@ def main(mode, steps, sync_every, fragments, delay, alpha, quantize, outer_lr, l
         sent, peak = sync.bytes_sent, sync.peak_bytes
     else:
         sent, peak = sync.stats.bytes_sent, sync.stats.peak_bytes
-        for fragment in sync.fragments:  # evaluate the global copy, the model every worker agrees on
-            sync._scatter(fragment.params, fragment.global_)
+        sync.use_global()  # evaluate the global copy, the model every worker agrees on
     eval_loss = evaluate(model, held_out, context)
     if comm.rank == 0:
         print(json.dumps({"mode": mode, "quantize": quantize, "eval_loss": eval_loss, "bytes_total": int(sent),

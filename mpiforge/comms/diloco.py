@@ -167,6 +167,11 @@ class DiLoCo:
         """Whether a fragment's sync has started and not yet been merged."""
         return bool(self._pending)
 
+    def use_global(self) -> None:
+        """Load the global copy (what every worker agrees on) into the model, e.g. to evaluate."""
+        for fragment in self.fragments:
+            self._scatter(fragment.params, fragment.global_)
+
     def state_dict(self) -> dict:
         """Global copies, outer momenta, the step and the stats (no sync may be in flight)."""
         if self._pending:
@@ -201,7 +206,8 @@ class DiLoCo:
 
     @staticmethod
     def _gather(params: list) -> np.ndarray:
-        return np.concatenate([p.detach().float().cpu().numpy().reshape(-1) for p in params]).astype(np.float32)
+        return np.concatenate([p.detach().float().cpu().numpy().reshape(-1) for p in params]).astype(np.float32,
+                                                                                                  copy=False)
 
     @staticmethod
     def _scatter(params: list, flat: np.ndarray) -> None:

@@ -36,7 +36,7 @@ from .quantized import PIECE, exchange
 from .profile import job_key, profile_path, save
 from .schedule import run
 
-__all__ = ["idle_before", "main", "measure_levels"]
+__all__ = ["idle_before", "main", "measure_levels", "quiet"]
 
 log = logging.getLogger(__name__)
 SMALL, LARGE, LINK = 8, 4 << 20, 16 << 20
@@ -50,16 +50,21 @@ def idle_before(nbytes: int) -> float:
     return IDLE_S if nbytes >= (256 << 10) else 0.0
 
 
+def quiet(comm: MPI.Comm, idle: float) -> None:
+    """A barrier, then (``idle`` > 0) ``idle`` seconds without traffic and another barrier."""
+    comm.Barrier()
+    if idle:
+        time.sleep(idle)
+        comm.Barrier()
+
+
 def _timed(comm: MPI.Comm, fn, reps: int, idle: float = 0.0) -> float:
     """Median over ``reps`` of the slowest rank's time of ``fn()`` (after one warm-up), each
     after ``idle`` seconds without traffic."""
     fn()
     times = []
     for _ in range(reps):
-        comm.Barrier()
-        if idle:
-            time.sleep(idle)
-            comm.Barrier()
+        quiet(comm, idle)
         start = time.perf_counter()
         fn()
         times.append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))

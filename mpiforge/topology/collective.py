@@ -8,8 +8,9 @@
     coll.plan("allreduce", grads.nbytes)           # Plan(algorithm='hierarchical', inter='ring', segments=4, ...)
 
 The machine's figures come from ``mpiforge calibrate --levels`` (``topology.profile``) or the
-defaults; an algorithm of ours replaces MPI's own only where predicted 20% faster (``MARGIN``). ``MPIFORGE_ALGO`` (or ``algo=``) forces algorithms: one name for allreduce
-(``ring``), or per collective (``allreduce=hierarchical,bcast=mpi``); ``mpi`` is MPI's own.
+defaults; an algorithm of ours replaces MPI's own only where predicted 20% faster (``MARGIN``).
+``MPIFORGE_ALGO`` (or ``algo=``) forces algorithms: one name for allreduce (``ring``), or per
+collective (``allreduce=hierarchical,bcast=mpi``); ``mpi`` is MPI's own.
 ``MPIFORGE_QUANTIZE=int8|fp8`` (or ``quantize=``) compresses the inter-node step of every sum
 allreduce of float32. Device arrays (``__cuda_array_interface__``) are staged through host
 memory and come back as device arrays.
