@@ -8,15 +8,22 @@ the workers synchronised by DDP (gradients averaged every step), DiLoCo or Strea
     mpiexec -n 2 python scripts/train_diloco.py --mode streaming --fragments 4 --delay 2 --quantize fp4
     ... --checkpoint run.pt            # saved every --save-every steps; an existing one is resumed
 
-Rank 0 prints one JSON line: mode, eval_loss, bytes_total (sent by one worker), peak_bytes (the
-largest single sync), wall_s, steps. Nothing is downloaded.
+    mpiforge ft-master --secret-file S &   # or as fault-tolerant peers; kill one, start another:
+    python scripts/train_diloco.py --master 127.0.0.1:PORT --secret-file S --name a --workers 2
+
+Rank 0 (every peer, with --master) prints one JSON line: mode, eval_loss, bytes_total (sent by
+one worker), peak_bytes (the largest single sync), wall_s, steps, recoveries, joins and a digest
+of the final global parameters. Nothing is downloaded.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
+import zlib
+from dataclasses import dataclass
 
 import click
 import numpy as np
@@ -96,6 +103,111 @@ class DDP:
             offset += p.numel()
 
 
+@dataclass
+class Settings:
+    """One training run (the command-line options; see ``--help``)."""
+
+    mode: str = "diloco"
+    steps: int = 200
+    sync_every: int = 50
+    fragments: int = 4
+    delay: int = 2
+    alpha: float = 0.5
+    quantize: str = "none"
+    outer_lr: float = 0.7
+    lr: float = 3e-3
+    batch: int = 8
+    context: int = 64
+    width: int = 192
+    layers: int = 4
+    seed: int = 0
+
+
+def train(settings: Settings, collective, worker: str, checkpoint: str | None = None, save_every: int = 100) -> dict:
+    """Train one worker of the group behind ``collective``; the run's figures as a dict."""
+    import torch
+
+    from mpiforge.comms.diloco import DiLoCo
+
+    s = settings
+    data = corpus()
+    split = int(data.size * 0.9)
+    train_data, held_out = data[:split], data[split:]
+    model = make_model(s.width, s.layers, s.context, s.seed)
+    inner = torch.optim.AdamW(model.parameters(), lr=s.lr)
+    if s.mode == "ddp":
+        sync = DDP(model, collective)
+    else:
+        streaming = s.mode == "streaming"
+        sync = DiLoCo(model, inner, collective, sync_every=s.sync_every, outer_lr=s.outer_lr,
+                      fragments=s.fragments if streaming else 1, delay=s.delay if streaming else 0,
+                      alpha=s.alpha if streaming else 1.0, quantize=None if s.quantize == "none" else s.quantize)
+    start_step = 0 if s.mode == "ddp" else sync.step_count  # a joiner starts where the group is
+    path = f"{checkpoint}.{worker}" if checkpoint else None
+    if path and os.path.exists(path):
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        inner.load_state_dict(state["inner"])
+        if s.mode != "ddp":
+            sync.load_state_dict(state["sync"])
+        start_step = state["step"]
+        log.info("worker %s resumed from %s at step %d", worker, path, start_step)
+    rng = np.random.default_rng([s.seed, zlib.crc32(worker.encode()), start_step])
+    stream = batches(train_data, s.batch, s.context, rng)
+    began, saving = time.perf_counter(), False
+    for step in range(start_step, s.steps):
+        rows = next(stream)
+        loss = model(rows, labels=rows).loss
+        inner.zero_grad()
+        loss.backward()
+        if s.mode == "ddp":
+            sync.average_gradients()
+        inner.step()
+        if s.mode != "ddp":
+            sync.step()
+        saving = saving or bool(path) and (step + 1) % save_every == 0
+        if saving and (s.mode == "ddp" or not sync.in_flight):  # (a checkpoint waits for in-flight syncs)
+            saving = False
+            torch.save({"model": model.state_dict(), "inner": inner.state_dict(), "step": step + 1,
+                        "sync": None if s.mode == "ddp" else sync.state_dict()}, path)
+        if (step + 1) % 50 == 0:
+            log.info("worker %s step %d loss %.3f", worker, step + 1, loss.item())
+    wall = time.perf_counter() - began
+    result = {"mode": s.mode, "quantize": s.quantize, "worker": worker, "steps": s.steps, "start_step": start_step,
+              "wall_s": wall, "parameters": sum(p.numel() for p in model.parameters())}
+    if s.mode == "ddp":
+        result.update(bytes_total=int(sync.bytes_sent), peak_bytes=int(sync.peak_bytes))
+    else:
+        stats = sync.stats
+        result.update(bytes_total=int(stats.bytes_sent), peak_bytes=int(stats.peak_bytes), syncs=stats.syncs,
+                      comm_s=stats.comm_seconds, recoveries=stats.recoveries, joins=stats.joins)
+        sync.use_global()  # evaluate the global copy, the model every worker agrees on
+    result["eval_loss"] = evaluate(model, held_out, s.context)
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().numpy().tobytes())
+    result["digest"] = digest.hexdigest()[:16]
+    return result
+
+
+def peer_collective(master: str, secret_file: str, name: str, workers: int):
+    """A fault-tolerant peer group member; founders wait until ``workers`` members are in."""
+    from mpiforge.comms.ft.collective import PeerCollective
+    from mpiforge.comms.ft.peer import Peer
+
+    host, _, port = master.rpartition(":")
+    peer = Peer((host, int(port)), secret_file=secret_file, name=name)
+    peer.connect(timeout=120)
+    collective = PeerCollective(peer)
+    deadline = time.monotonic() + 120
+    while not collective.joined and peer.world_size < workers:
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"only {peer.world_size} of {workers} workers joined within 120 s")
+        peer.update_topology(timeout=120)
+        time.sleep(0.05)
+    return collective
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--mode", type=click.Choice(["ddp", "diloco", "streaming"]), default="diloco", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Inner steps per worker.")
@@ -111,75 +223,43 @@ class DDP:
 @click.option("--width", type=click.IntRange(min=16), default=192, show_default=True)
 @click.option("--layers", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Save here; resume if it exists.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Save to PATH.<worker>; resume if it exists.")
 @click.option("--save-every", type=click.IntRange(min=1), default=100, show_default=True)
-def main(mode, steps, sync_every, fragments, delay, alpha, quantize, outer_lr, lr, batch, context, width, layers,
-         seed, checkpoint, save_every) -> None:
-    """Train a small GPT-2 on pydoc text with DDP, DiLoCo or Streaming DiLoCo (run under mpiexec)."""
+@click.option("--master", default=None, metavar="HOST:PORT",
+              help="Train as a fault-tolerant peer of this ft-master instead of under mpiexec.")
+@click.option("--secret-file", type=click.Path(exists=True, dir_okay=False), default=None, help="With --master.")
+@click.option("--name", default="", help="This peer's name (with --master).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --master: founders wait for this many; later peers join the running group.")
+def main(master, secret_file, name, workers, checkpoint, save_every, **options) -> None:
+    """Train a small GPT-2 on pydoc text with DDP, DiLoCo or Streaming DiLoCo, under mpiexec
+    or as fault-tolerant peers (--master)."""
     import torch
-    from mpi4py import MPI
 
-    from mpiforge.comms.collective import MPICollective
-    from mpiforge.comms.diloco import DiLoCo
+    from mpiforge.comms.collective import MPICollective  # (imports MPI: before any peer connects)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    comm = MPI.COMM_WORLD
-    collective = MPICollective(comm)
-    data = corpus()
-    split = int(data.size * 0.9)
-    train, held_out = data[:split], data[split:]
-    model = make_model(width, layers, context, seed)
-    inner = torch.optim.AdamW(model.parameters(), lr=lr)
-    codec = None if quantize == "none" else quantize
-    if mode == "ddp":
-        sync = DDP(model, collective)
+    settings = Settings(**options)
+    if master is None:
+        from mpi4py import MPI
+
+        collective, worker, report = MPICollective(MPI.COMM_WORLD), f"rank{MPI.COMM_WORLD.rank}", MPI.COMM_WORLD.rank == 0
     else:
-        streaming = mode == "streaming"
-        sync = DiLoCo(model, inner, collective, sync_every=sync_every, outer_lr=outer_lr,
-                      fragments=fragments if streaming else 1, delay=delay if streaming else 0,
-                      alpha=alpha if streaming else 1.0, quantize=codec)
-    start_step = 0
-    path = f"{checkpoint}.rank{comm.rank}" if checkpoint else None
-    if path and os.path.exists(path):
-        state = torch.load(path, weights_only=False)
-        model.load_state_dict(state["model"])
-        inner.load_state_dict(state["inner"])
-        if mode != "ddp":
-            sync.load_state_dict(state["sync"])
-        start_step = state["step"]
-        log.info("rank %d resumed from %s at step %d", comm.rank, path, start_step)
-    rng = np.random.default_rng(seed * 1000 + comm.rank + start_step)
-    stream = batches(train, batch, context, rng)
-    began, saving = time.perf_counter(), False
-    for step in range(start_step, steps):
-        rows = next(stream)
-        loss = model(rows, labels=rows).loss
-        inner.zero_grad()
-        loss.backward()
-        if mode == "ddp":
-            sync.average_gradients()
-        inner.step()
-        if mode != "ddp":
-            sync.step()
-        saving = saving or bool(path) and (step + 1) % save_every == 0
-        if saving and (mode == "ddp" or not sync.in_flight):  # (a checkpoint waits for in-flight syncs)
-            saving = False
-            torch.save({"model": model.state_dict(), "inner": inner.state_dict(), "step": step + 1,
-                        "sync": None if mode == "ddp" else sync.state_dict()}, path)
-        if comm.rank == 0 and (step + 1) % 50 == 0:
-            log.info("step %d loss %.3f", step + 1, loss.item())
-    wall = time.perf_counter() - began
-    if mode == "ddp":
-        sent, peak = sync.bytes_sent, sync.peak_bytes
-    else:
-        sent, peak = sync.stats.bytes_sent, sync.stats.peak_bytes
-        sync.use_global()  # evaluate the global copy, the model every worker agrees on
-    eval_loss = evaluate(model, held_out, context)
-    if comm.rank == 0:
-        print(json.dumps({"mode": mode, "quantize": quantize, "eval_loss": eval_loss, "bytes_total": int(sent),
-                          "peak_bytes": int(peak), "wall_s": wall, "steps": steps,
-                          "parameters": sum(p.numel() for p in model.parameters())}), flush=True)
+        if settings.mode == "ddp":
+            raise click.UsageError("--master trains with --mode diloco or streaming (DDP would sync every step)")
+        if secret_file is None:
+            raise click.UsageError("--master needs --secret-file (the group's shared secret)")
+        collective = peer_collective(master, secret_file, name, workers)
+        worker, report = name or collective.peer.peer_id, True
+    try:
+        result = train(settings, collective, worker, checkpoint, save_every)
+    finally:
+        if master is not None:
+            collective.peer.close()
+    if report:
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

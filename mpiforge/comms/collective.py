@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["Collective", "Handle", "MPICollective", "OPS"]
+__all__ = ["Collective", "ElasticCollective", "Handle", "MPICollective", "OPS"]
 
 OPS = ("sum", "avg", "max", "min", "prod")
 _MPI_OPS = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, "prod": MPI.PROD}
@@ -64,6 +64,40 @@ class Collective(abc.ABC):
     @abc.abstractmethod
     def allgather(self, array: np.ndarray) -> np.ndarray:
         """Every worker's ``array`` (all the same shape and dtype), stacked along a new axis 0."""
+
+
+class ElasticCollective(Collective):
+    """A ``Collective`` whose members may die during a collective or join between two.
+
+    When a collective raised, ``recover(error)`` rebuilds the group from the survivors (which
+    also admits waiting joiners) and says whether to retry. Members take joiners in with
+    ``admit()`` when ``joiners_waiting()`` (every member asks at the same point of its program).
+    ``sync_state`` then makes a dict of arrays identical everywhere; a member that ``joined`` a
+    group already sharing a state only receives it.
+    """
+
+    @property
+    @abc.abstractmethod
+    def joined(self) -> bool:
+        """Whether this member entered a group that already shares a state (so receives it)."""
+
+    @abc.abstractmethod
+    def recover(self, error: BaseException) -> bool:
+        """After a collective raised ``error``: rebuild the group and return True (retry), or
+        return False when ``error`` is not a membership failure."""
+
+    @abc.abstractmethod
+    def joiners_waiting(self) -> bool:
+        """Whether joiners wait for ``admit()`` (the same answer on every member at the same point)."""
+
+    @abc.abstractmethod
+    def admit(self) -> bool:
+        """Take waiting joiners in (every member calls it); True when the membership changed."""
+
+    @abc.abstractmethod
+    def sync_state(self, state: dict[str, np.ndarray]) -> None:
+        """Make ``state`` (updated in place) identical on every member: the most common one wins;
+        a member that ``joined`` receives it."""
 
 
 def check_op(op: str, dtype: np.dtype) -> None:

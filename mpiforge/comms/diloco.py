@@ -21,16 +21,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from .collective import Collective, Handle
+from .collective import Collective, ElasticCollective, Handle
 from .quantize import get_codec
 
 __all__ = ["DiLoCo", "SyncStats", "due_fragments", "strided_fragments"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def strided_fragments(count: int, fragments: int) -> list[list[int]]:
@@ -58,6 +59,8 @@ class SyncStats:
     peak_bytes: int = 0  # the largest payload of one fragment sync (what one sync puts on the wire)
     comm_seconds: float = 0.0  # starting and waiting for the all-reduces
     compute_seconds: float = 0.0  # between syncs (inner steps), as seen by step()
+    recoveries: int = 0  # failed collectives after which the group was rebuilt and the syncs retried
+    joins: int = 0  # admissions of joiners, which then received the state
     per_sync: list[dict] = field(default_factory=list)
 
 
@@ -72,9 +75,13 @@ class _Fragment:
 class _Pending:
     index: int
     merge_at: int
-    delta: np.ndarray
-    handle: Handle | None  # None: quantized (already reduced)
-    reduced: np.ndarray | None
+    contribution: np.ndarray  # float32: the pseudo-gradient, then this worker's weight (1, or 0 for a joiner)
+    handle: Handle | None = None
+    average: np.ndarray | None = None
+
+    @property
+    def launched(self) -> bool:
+        return self.handle is not None or self.average is not None
 
 
 class DiLoCo:
@@ -93,16 +100,27 @@ class DiLoCo:
         self.sync_every, self.delay, self.alpha = sync_every, delay, alpha
         self.outer_lr, self.outer_momentum, self.nesterov = outer_lr, outer_momentum, nesterov
         self.codec = get_codec(quantize)
+        self.elastic = isinstance(collective, ElasticCollective)
         params = [p for p in model.parameters() if p.requires_grad]
         self.fragments = []
         for indices in strided_fragments(len(params), fragments):
             chosen = [params[i] for i in indices]
             flat = self._gather(chosen)
             self.fragments.append(_Fragment(chosen, flat, np.zeros_like(flat)))
-        self._scatter_all(collective.broadcast(self._all_globals(), root=0))  # all start from worker 0's
         self.step_count = 0
         self.stats = SyncStats()
         self._pending: list[_Pending] = []
+        self._stale = False  # the group changed: share the state and restart the syncs in flight
+        if self.elastic and collective.joined:  # a running group: take its state, syncs in flight included
+            self._stale = True
+            self._guarded(lambda: None)
+            log.info("joined at step %d with %d sync(s) in flight", self.step_count, len(self._pending))
+        else:
+            self._scatter_all(collective.broadcast(self._all_globals(), root=0))  # all start from worker 0's
+            if self.elastic:
+                self._guarded(self._share_state)  # tells later joiners that a state exists
+        for fragment in self.fragments:
+            self._scatter(fragment.params, fragment.global_)
         self._last = time.perf_counter()
 
     # -- the training loop's hook -----------------------------------------------------------------
@@ -112,44 +130,87 @@ class DiLoCo:
         now = time.perf_counter()
         self.stats.compute_seconds += now - self._last
         self.step_count += 1
-        for f in due_fragments(self.step_count, self.sync_every, len(self.fragments)):
+        due = due_fragments(self.step_count, self.sync_every, len(self.fragments))
+        for f in due:
             self._start(f)
-        merged = [p.index for p in self._pending if p.merge_at <= self.step_count]
-        for pending in [p for p in self._pending if p.merge_at <= self.step_count]:
+        ready = sorted((p for p in self._pending if p.merge_at <= self.step_count), key=lambda p: p.index)
+        for pending in ready:
             self._merge(pending)
             self._pending.remove(pending)
+        if self.elastic and (due or ready) and not self._pending and self.collective.joiners_waiting():
+            if self._guarded(self.collective.admit):
+                self.stats.joins += 1
+                self._stale = True
+                self._guarded(lambda: None)
         self._last = time.perf_counter()
         self.stats.comm_seconds += self._last - now
-        return merged
+        return [p.index for p in ready]
 
     def _start(self, index: int) -> None:
         fragment = self.fragments[index]
-        delta = fragment.global_ - self._gather(fragment.params)  # the pseudo-gradient
-        nbytes, size = delta.nbytes, self.collective.size
+        n = fragment.global_.size
+        contribution = np.empty(n + 1, np.float32)
+        np.subtract(fragment.global_, self._gather(fragment.params), out=contribution[:n])  # the pseudo-gradient
+        contribution[n] = 1
+        pending = _Pending(index, self.step_count + self.delay, contribution)
+        self._pending.append(pending)
+        self._guarded(lambda: self._launch(pending))
+        size = max(self.collective.size, 1)
         if self.codec is None:
-            handle, reduced = self.collective.allreduce_async(delta, op="avg"), None
-            sent = received = 2 * (size - 1) * nbytes // max(size, 1)  # a ring's share
+            nbytes = contribution.nbytes
+            sent = 2 * (size - 1) * nbytes // size  # a ring's share
         else:
-            payload = self.codec.encode(delta)
-            everyone = self.collective.allgather(payload)
-            reduced = np.zeros_like(delta)
-            for row in everyone:  # in worker order: the same float32 sums everywhere
-                self.codec.decode_add(row, reduced)
-            reduced /= np.float32(size)
-            handle, nbytes = None, payload.nbytes
-            sent = received = (size - 1) * payload.nbytes
+            nbytes = self.codec.payload_nbytes(n) + 4
+            sent = (size - 1) * nbytes
         self.stats.bytes_sent += sent
-        self.stats.bytes_received += received
+        self.stats.bytes_received += sent
         self.stats.peak_bytes = max(self.stats.peak_bytes, nbytes)
         self.stats.syncs += 1
         self.stats.per_sync.append({"step": self.step_count, "fragment": index, "bytes": nbytes})
         log.debug("fragment %d: sync of %d bytes started at step %d", index, nbytes, self.step_count)
-        self._pending.append(_Pending(index, self.step_count + self.delay, delta, handle, reduced))
+
+    def _launch(self, pending: _Pending) -> None:
+        """Start the all-reduce of a contribution (quantized: gather and reduce it now)."""
+        if pending.launched:
+            return
+        if self.codec is None:
+            pending.handle = self.collective.allreduce_async(pending.contribution, op="sum")
+        else:
+            pending.average = self._gathered_average(pending.contribution)
+
+    def _gathered_average(self, contribution: np.ndarray) -> np.ndarray:
+        """Every worker's encoded pseudo-gradient (its weight in the last 4 bytes), decoded and
+        summed in float32 in worker order: the same bits everywhere."""
+        n = contribution.size - 1
+        payload = self.codec.encode(contribution[:n])
+        row = np.empty(payload.nbytes + 4, np.uint8)
+        row[:-4] = payload
+        row[-4:] = contribution[n:].view(np.uint8)
+        total, weight = np.zeros(n, np.float32), np.float32(0)
+        for other in self.collective.allgather(row):
+            w = np.frombuffer(other[-4:].tobytes(), np.float32)[0]
+            if w:
+                self.codec.decode_add(other[:-4], total)
+                weight += w
+        return self._divide(total, weight)
+
+    def _average(self, pending: _Pending) -> np.ndarray:
+        if pending.average is None:
+            assert pending.handle is not None
+            total = pending.handle.wait()
+            pending.average = self._divide(total[:-1], total[-1])
+        return pending.average
+
+    @staticmethod
+    def _divide(total: np.ndarray, weight: np.floating) -> np.ndarray:
+        if not weight > 0:
+            raise RuntimeError("no worker contributed to a sync (every weight was 0)")
+        return total / np.float32(weight)
 
     def _merge(self, pending: _Pending) -> None:
         """The outer Nesterov step on the global copy, then the local parameters from it."""
         fragment = self.fragments[pending.index]
-        average = pending.reduced if pending.handle is None else pending.handle.wait()
+        average = self._guarded(lambda: self._average(pending))
         momentum = fragment.momentum
         momentum *= np.float32(self.outer_momentum)
         momentum += average
@@ -159,6 +220,44 @@ class DiLoCo:
         if self.alpha < 1:
             local = np.float32(self.alpha) * fragment.global_ + np.float32(1 - self.alpha) * self._gather(fragment.params)
         self._scatter(fragment.params, local)
+
+    # -- membership changes (ElasticCollective) -----------------------------------------------------
+
+    def _guarded(self, action: Callable[[], _T]) -> _T:
+        """``action()``; on an elastic group, a failed collective rebuilds the group, shares the
+        state with any joiner and restarts every sync in flight with the survivors, then retries."""
+        while True:
+            try:
+                if self._stale:
+                    self._share_state()
+                    for pending in sorted(self._pending, key=lambda p: p.index):
+                        pending.handle = pending.average = None
+                        self._launch(pending)
+                    self._stale = False
+                return action()
+            except Exception as exc:
+                if not self.elastic or not self.collective.recover(exc):
+                    raise
+                self.stats.recoveries += 1
+                self._stale = True
+
+    def _share_state(self) -> None:
+        """Global copies, outer momenta, the step and the syncs in flight made identical on every
+        member; a joiner's own syncs in flight then contribute zero weight."""
+        merge_at = np.full(len(self.fragments), -1, np.int64)
+        for pending in self._pending:
+            merge_at[pending.index] = pending.merge_at
+        state = {"step": np.array([self.step_count], np.int64), "merge_at": merge_at}
+        for i, fragment in enumerate(self.fragments):
+            state[f"global.{i}"], state[f"momentum.{i}"] = fragment.global_, fragment.momentum
+        self.collective.sync_state(state)
+        self.step_count = int(state["step"][0])
+        mine = {p.index for p in self._pending}
+        for index in map(int, np.flatnonzero(merge_at >= 0)):
+            if index not in mine:
+                contribution = np.zeros(self.fragments[index].global_.size + 1, np.float32)  # weight 0
+                self._pending.append(_Pending(index, int(merge_at[index]), contribution))
+        self._pending = [p for p in self._pending if merge_at[p.index] >= 0]
 
     # -- state ------------------------------------------------------------------------------------
 

@@ -148,7 +148,7 @@ class Cluster:
         argv = [sys.executable, "-m", "mpiforge", "ft-master", "--host", "127.0.0.1", "--port", "0",
                 "--secret-file", str(self.secret_file), "--heartbeat-timeout", str(self.heartbeat_timeout),
                 "--io-timeout", str(self.io_timeout)]
-        self.master = self._start("master", argv)
+        self.master = self.start("master", argv)
         line = self.master.wait_line(lambda s: s.startswith("ft-master listening on "), timeout)
         host, _, port = line.rsplit(" ", 1)[1].rpartition(":")
         self.address = (host, int(port))
@@ -161,9 +161,10 @@ class Cluster:
             raise RuntimeError("start_master() first")
         argv = [sys.executable, "-m", "mpiforge.comms.ft.worker", "--master", f"{self.address[0]}:{self.address[1]}",
                 "--secret-file", str(self.secret_file), "--name", name, *options, mode, *args]
-        return self._start(name, argv)
+        return self.start(name, argv)
 
-    def _start(self, name: str, argv: list[str]) -> Process:
+    def start(self, name: str, argv: list[str]) -> Process:
+        """Any command as a managed process (its JSON lines collected, killed on close)."""
         process = Process(name, argv, self.env, self.dir)
         self.processes.append(process)
         return process

@@ -69,6 +69,7 @@ class _Topology:
     epoch: int
     ring: tuple[dict, ...]
     rank: int
+    revision: int | None = None  # of the shared state, when the master formed this topology
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -156,6 +157,12 @@ class Peer:
     def peers(self) -> tuple[str, ...]:
         """Ids of the members, in ring order."""
         return self._topology.ids if self._topology else ()
+
+    @property
+    def shared_revision(self) -> int | None:
+        """The shared state's revision when the current topology formed (None: never synchronised);
+        a joiner that sees a number enters a group that already trains, and receives its state."""
+        return self._topology.revision if self._topology else None
 
     @property
     def data_port(self) -> int:
@@ -562,7 +569,9 @@ class Peer:
 
     def _adopt(self, prop: dict, links: Links) -> None:
         ring = tuple(prop["ring"])
-        self._topology = _Topology(prop["epoch"], ring, [e["id"] for e in ring].index(self.peer_id))
+        revision = prop.get("revision")
+        self._topology = _Topology(prop["epoch"], ring, [e["id"] for e in ring].index(self.peer_id),
+                                   revision if isinstance(revision, int) and not isinstance(revision, bool) else None)
         self._links, self._broken = links, None
         log.info("%s: epoch %d, rank %d of %d", self.name or self.peer_id, self.epoch, self.rank, len(ring))
 
