@@ -66,6 +66,23 @@ def evaluate(model, data: np.ndarray, context: int, count: int = 16) -> float:
         return float(model(torch.from_numpy(rows), labels=torch.from_numpy(rows)).loss)
 
 
+def evaluate_agreed(model, sync, data: np.ndarray, context: int) -> float:
+    """The eval loss of the model every worker agrees on (DiLoCo: its global copy), leaving the
+    worker's own parameters as they were."""
+    import torch
+
+    if not hasattr(sync, "use_global"):
+        return evaluate(model, data, context)
+    saved = [p.detach().clone() for p in model.parameters()]
+    sync.use_global()
+    try:
+        return evaluate(model, data, context)
+    finally:
+        with torch.no_grad():
+            for p, keep in zip(model.parameters(), saved):
+                p.copy_(keep)
+
+
 class DDP:
     """Gradients averaged over the workers after every backward pass (one flat all-reduce)."""
 
@@ -121,6 +138,7 @@ class Settings:
     width: int = 192
     layers: int = 4
     seed: int = 0
+    eval_every: int = 0  # also record (step, bytes sent, eval loss) every this many steps (0: only at the end)
 
 
 def train(settings: Settings, collective, worker: str, checkpoint: str | None = None, save_every: int = 100) -> dict:
@@ -135,26 +153,25 @@ def train(settings: Settings, collective, worker: str, checkpoint: str | None = 
     train_data, held_out = data[:split], data[split:]
     model = make_model(s.width, s.layers, s.context, s.seed)
     inner = torch.optim.AdamW(model.parameters(), lr=s.lr)
+    path = f"{checkpoint}.{worker}" if checkpoint else None
+    saved = torch.load(path, weights_only=False) if path and os.path.exists(path) else None
+    if saved:
+        model.load_state_dict(saved["model"])
+        inner.load_state_dict(saved["inner"])
+        log.info("worker %s resumes from %s at step %d", worker, path, saved["step"])
     if s.mode == "ddp":
         sync = DDP(model, collective)
-    else:
+        start_step = saved["step"] if saved else 0
+    else:  # (on fault-tolerant peers the group's state wins over an old checkpoint)
         streaming = s.mode == "streaming"
         sync = DiLoCo(model, inner, collective, sync_every=s.sync_every, outer_lr=s.outer_lr,
                       fragments=s.fragments if streaming else 1, delay=s.delay if streaming else 0,
-                      alpha=s.alpha if streaming else 1.0, quantize=None if s.quantize == "none" else s.quantize)
-    start_step = 0 if s.mode == "ddp" else sync.step_count  # a joiner starts where the group is
-    path = f"{checkpoint}.{worker}" if checkpoint else None
-    if path and os.path.exists(path):
-        state = torch.load(path, weights_only=False)
-        model.load_state_dict(state["model"])
-        inner.load_state_dict(state["inner"])
-        if s.mode != "ddp":
-            sync.load_state_dict(state["sync"])
-        start_step = state["step"]
-        log.info("worker %s resumed from %s at step %d", worker, path, start_step)
+                      alpha=s.alpha if streaming else 1.0, quantize=None if s.quantize == "none" else s.quantize,
+                      state=saved["sync"] if saved else None)
+        start_step = sync.step_count  # a joiner starts where the group is
     rng = np.random.default_rng([s.seed, zlib.crc32(worker.encode()), start_step])
     stream = batches(train_data, s.batch, s.context, rng)
-    began, saving = time.perf_counter(), False
+    began, saving, curve = time.perf_counter(), False, []
     for step in range(start_step, s.steps):
         rows = next(stream)
         loss = model(rows, labels=rows).loss
@@ -172,6 +189,9 @@ def train(settings: Settings, collective, worker: str, checkpoint: str | None = 
                         "sync": None if s.mode == "ddp" else sync.state_dict()}, path)
         if (step + 1) % 50 == 0:
             log.info("worker %s step %d loss %.3f", worker, step + 1, loss.item())
+        if s.eval_every and (step + 1) % s.eval_every == 0:
+            sent = sync.bytes_sent if s.mode == "ddp" else sync.stats.bytes_sent
+            curve.append([step + 1, int(sent), evaluate_agreed(model, sync, held_out, s.context)])
     wall = time.perf_counter() - began
     result = {"mode": s.mode, "quantize": s.quantize, "worker": worker, "steps": s.steps, "start_step": start_step,
               "wall_s": wall, "parameters": sum(p.numel() for p in model.parameters())}
@@ -183,6 +203,7 @@ def train(settings: Settings, collective, worker: str, checkpoint: str | None = 
                       comm_s=stats.comm_seconds, recoveries=stats.recoveries, joins=stats.joins)
         sync.use_global()  # evaluate the global copy, the model every worker agrees on
     result["eval_loss"] = evaluate(model, held_out, s.context)
+    result["curve"] = curve
     digest = hashlib.sha256()
     for p in model.parameters():
         digest.update(p.detach().numpy().tobytes())
@@ -200,7 +221,7 @@ def peer_collective(master: str, secret_file: str, name: str, workers: int):
     peer.connect(timeout=120)
     collective = PeerCollective(peer)
     deadline = time.monotonic() + 120
-    while not collective.joined and peer.world_size < workers:
+    while not collective.needs_state and peer.world_size < workers:
         if time.monotonic() > deadline:
             raise click.ClickException(f"only {peer.world_size} of {workers} workers joined within 120 s")
         peer.update_topology(timeout=120)
@@ -223,6 +244,8 @@ def peer_collective(master: str, secret_file: str, name: str, workers: int):
 @click.option("--width", type=click.IntRange(min=16), default=192, show_default=True)
 @click.option("--layers", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also record the eval loss every this many steps (0: only at the end).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Save to PATH.<worker>; resume if it exists.")
 @click.option("--save-every", type=click.IntRange(min=1), default=100, show_default=True)
@@ -237,7 +260,9 @@ def main(master, secret_file, name, workers, checkpoint, save_every, **options) 
     or as fault-tolerant peers (--master)."""
     import torch
 
-    from mpiforge.comms.collective import MPICollective  # (imports MPI: before any peer connects)
+    from mpiforge.comms.collective import (
+        MPICollective,  # (imports MPI: before any peer connects)
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)

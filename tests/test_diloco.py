@@ -95,7 +95,7 @@ def body_streaming_keeps_globals_identical(comm) -> None:
         assert all(e == everyone[0] for e in everyone), "global copies diverged"
     largest = max(f.global_.size for f in diloco.fragments)
     assert diloco.stats.peak_bytes == diloco.codec.payload_nbytes(largest) + 4  # one fragment at a time, + weight
-    assert diloco.stats.peak_bytes < 4 * largest / 5  # 4 bits a value (and a block scale) against 32
+    assert diloco.codec.payload_nbytes(largest) == (largest + 1) // 2 + 4  # 4 bits a value, one block scale
     while diloco.in_flight:  # a checkpoint waits for the sync in flight
         _inner_step(model, inner, generator)
         diloco.step()
@@ -134,7 +134,7 @@ def test_train_script_runs_every_mode_and_diloco_sends_less(tmp_path) -> None:
     results = {}
     for mode in ("ddp", "diloco", "streaming", "streaming"):  # streaming twice: fixed seeds, same bits
         argv = [sys.executable, str(script), "--mode", mode, *TINY]
-        proc = subprocess.run(mpiexec_command(2, argv), capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(mpiexec_command(2, argv), check=False, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         run = json.loads(proc.stdout.strip().splitlines()[-1])
         assert results.get(mode, run)["digest"] == run["digest"], "the same seeds trained different weights"

@@ -11,12 +11,13 @@ group. Arrays are numpy arrays (C-contiguous); results are new arrays unless ``o
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["Collective", "ElasticCollective", "Handle", "MPICollective", "OPS"]
+__all__ = ["OPS", "Collective", "ElasticCollective", "Handle", "MPICollective"]
 
 OPS = ("sum", "avg", "max", "min", "prod")
 _MPI_OPS = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, "prod": MPI.PROD}
@@ -72,14 +73,14 @@ class ElasticCollective(Collective):
     When a collective raised, ``recover(error)`` rebuilds the group from the survivors (which
     also admits waiting joiners) and says whether to retry. Members take joiners in with
     ``admit()`` when ``joiners_waiting()`` (every member asks at the same point of its program).
-    ``sync_state`` then makes a dict of arrays identical everywhere; a member that ``joined`` a
-    group already sharing a state only receives it.
+    ``sync_state`` then makes a dict of arrays identical everywhere; a member that entered a
+    group already sharing a state (``needs_state``) only receives it.
     """
 
     @property
     @abc.abstractmethod
-    def joined(self) -> bool:
-        """Whether this member entered a group that already shares a state (so receives it)."""
+    def needs_state(self) -> bool:
+        """Whether this member joined a group that shares a state it has not received yet."""
 
     @abc.abstractmethod
     def recover(self, error: BaseException) -> bool:
@@ -92,12 +93,13 @@ class ElasticCollective(Collective):
 
     @abc.abstractmethod
     def admit(self) -> bool:
-        """Take waiting joiners in (every member calls it); True when the membership changed."""
+        """Take waiting joiners in (every member calls it; dead members are dropped too); True when
+        someone joined."""
 
     @abc.abstractmethod
     def sync_state(self, state: dict[str, np.ndarray]) -> None:
-        """Make ``state`` (updated in place) identical on every member: the most common one wins;
-        a member that ``joined`` receives it."""
+        """Make ``state`` (updated in place) identical on every member: the most common one wins
+        (ties: the first member's); a member that ``needs_state`` receives it."""
 
 
 def check_op(op: str, dtype: np.dtype) -> None:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -85,17 +86,28 @@ class _Pending:
 
 
 class DiLoCo:
-    """Outer synchronisation around a torch model and its inner optimizer (see module docstring)."""
+    """Outer synchronisation around a torch model and its inner optimizer (see module docstring).
+
+    On an ``ElasticCollective`` (fault-tolerant peers) a failed sync rebuilds the group from the
+    survivors and is retried without the dead; joiners are admitted at steps where a fragment's
+    sync starts and receive the global copies, outer momenta, step and syncs in flight (to which
+    they add zero weight), so that every worker keeps the same global copy.
+    """
+
+    MAX_RETRIES = 8  # consecutive failed attempts of one sync before the error is raised
 
     def __init__(self, model: Any, inner_optimizer: Any, collective: Collective, sync_every: int = 50,
                  outer_lr: float = 0.7, outer_momentum: float = 0.9, nesterov: bool = True, fragments: int = 1,
-                 delay: int = 0, alpha: float = 1.0, quantize: str | None = None) -> None:
+                 delay: int = 0, alpha: float = 1.0, quantize: str | None = None, state: dict | None = None) -> None:
         if sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every}")
         if not 0 <= delay < sync_every:
             raise ValueError(f"delay must be in [0, sync_every), got {delay} with sync_every={sync_every}")
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if getattr(collective, "quantize", None):
+            raise ValueError("this collective quantizes every all-reduce: give it quantize=None and pass "
+                             "quantize= to DiLoCo instead (which keeps the workers' weights exact)")
         self.model, self.inner_optimizer, self.collective = model, inner_optimizer, collective
         self.sync_every, self.delay, self.alpha = sync_every, delay, alpha
         self.outer_lr, self.outer_momentum, self.nesterov = outer_lr, outer_momentum, nesterov
@@ -110,17 +122,24 @@ class DiLoCo:
         self.step_count = 0
         self.stats = SyncStats()
         self._pending: list[_Pending] = []
+        self._started = np.full(fragments, -1, np.int64)  # the step at which each fragment's last sync started
+        self._merged: list[int] = []  # fragments merged during the current step
         self._stale = False  # the group changed: share the state and restart the syncs in flight
-        if self.elastic and collective.joined:  # a running group: take its state, syncs in flight included
+        self._admitted = False  # (shared) whether this step's admission of joiners has happened
+        if state is not None:
+            self.load_state_dict(state)
+        if self.elastic:  # the most common state wins (ties: the first worker's); a joiner receives it
             self._stale = True
-            self._guarded(lambda: None)
-            log.info("joined at step %d with %d sync(s) in flight", self.step_count, len(self._pending))
-        else:
-            self._scatter_all(collective.broadcast(self._all_globals(), root=0))  # all start from worker 0's
-            if self.elastic:
-                self._guarded(self._share_state)  # tells later joiners that a state exists
-        for fragment in self.fragments:
-            self._scatter(fragment.params, fragment.global_)
+            self._guarded(self._advance)
+            if not self._admitted:
+                self._admit_joiners()
+            log.info("in a group of %d at step %d, %d sync(s) in flight", collective.size, self.step_count,
+                     len(self._pending))
+        elif state is None:
+            self._set_globals(collective.broadcast(self._all_globals(), root=0))  # all start from worker 0's
+        if self.elastic or state is None:  # (a resumed MPI worker keeps its own local parameters)
+            for fragment in self.fragments:
+                self._scatter(fragment.params, fragment.global_)
         self._last = time.perf_counter()
 
     # -- the training loop's hook -----------------------------------------------------------------
@@ -130,21 +149,23 @@ class DiLoCo:
         now = time.perf_counter()
         self.stats.compute_seconds += now - self._last
         self.step_count += 1
-        due = due_fragments(self.step_count, self.sync_every, len(self.fragments))
-        for f in due:
-            self._start(f)
-        ready = sorted((p for p in self._pending if p.merge_at <= self.step_count), key=lambda p: p.index)
-        for pending in ready:
-            self._merge(pending)
-            self._pending.remove(pending)
-        if self.elastic and (due or ready) and not self._pending and self.collective.joiners_waiting():
-            if self._guarded(self.collective.admit):
-                self.stats.joins += 1
-                self._stale = True
-                self._guarded(lambda: None)
+        self._merged, self._admitted = [], False
+        self._guarded(self._advance)
+        self._admit_joiners()
         self._last = time.perf_counter()
         self.stats.comm_seconds += self._last - now
-        return [p.index for p in ready]
+        return list(self._merged)
+
+    def _advance(self) -> None:
+        """This step's syncs: start the due fragments not started yet, merge the ready ones. After
+        a failure it runs again and does what is left (the same on a worker that just joined)."""
+        for f in due_fragments(self.step_count, self.sync_every, len(self.fragments)):
+            if self._started[f] != self.step_count:
+                self._start(f)
+        for pending in sorted((p for p in self._pending if p.merge_at <= self.step_count), key=lambda p: p.index):
+            self._merge(pending)
+            self._pending.remove(pending)
+            self._merged.append(pending.index)
 
     def _start(self, index: int) -> None:
         fragment = self.fragments[index]
@@ -154,10 +175,16 @@ class DiLoCo:
         contribution[n] = 1
         pending = _Pending(index, self.step_count + self.delay, contribution)
         self._pending.append(pending)
-        self._guarded(lambda: self._launch(pending))
-        size = max(self.collective.size, 1)
+        self._started[index] = self.step_count
+        self.stats.syncs += 1
+        log.debug("fragment %d: sync started at step %d", index, self.step_count)
+        self._launch(pending)
+
+    def _launch(self, pending: _Pending) -> None:
+        """Start the all-reduce of a contribution (quantized: gather and reduce it now)."""
+        n, size = pending.contribution.size - 1, max(self.collective.size, 1)
         if self.codec is None:
-            nbytes = contribution.nbytes
+            nbytes = pending.contribution.nbytes
             sent = 2 * (size - 1) * nbytes // size  # a ring's share
         else:
             nbytes = self.codec.payload_nbytes(n) + 4
@@ -165,14 +192,7 @@ class DiLoCo:
         self.stats.bytes_sent += sent
         self.stats.bytes_received += sent
         self.stats.peak_bytes = max(self.stats.peak_bytes, nbytes)
-        self.stats.syncs += 1
-        self.stats.per_sync.append({"step": self.step_count, "fragment": index, "bytes": nbytes})
-        log.debug("fragment %d: sync of %d bytes started at step %d", index, nbytes, self.step_count)
-
-    def _launch(self, pending: _Pending) -> None:
-        """Start the all-reduce of a contribution (quantized: gather and reduce it now)."""
-        if pending.launched:
-            return
+        self.stats.per_sync.append({"step": self.step_count, "fragment": pending.index, "bytes": nbytes})
         if self.codec is None:
             pending.handle = self.collective.allreduce_async(pending.contribution, op="sum")
         else:
@@ -203,14 +223,16 @@ class DiLoCo:
 
     @staticmethod
     def _divide(total: np.ndarray, weight: np.floating) -> np.ndarray:
-        if not weight > 0:
-            raise RuntimeError("no worker contributed to a sync (every weight was 0)")
-        return total / np.float32(weight)
+        """The average; empty when nobody contributed (only joiners survived: no outer step)."""
+        return total / np.float32(weight) if weight > 0 else total[:0]
 
     def _merge(self, pending: _Pending) -> None:
         """The outer Nesterov step on the global copy, then the local parameters from it."""
         fragment = self.fragments[pending.index]
-        average = self._guarded(lambda: self._average(pending))
+        average = self._average(pending)
+        if average.size == 0:  # nobody contributed
+            log.warning("fragment %d: no worker contributed to its sync; no outer step", pending.index)
+            return
         momentum = fragment.momentum
         momentum *= np.float32(self.outer_momentum)
         momentum += average
@@ -225,7 +247,8 @@ class DiLoCo:
 
     def _guarded(self, action: Callable[[], _T]) -> _T:
         """``action()``; on an elastic group, a failed collective rebuilds the group, shares the
-        state with any joiner and restarts every sync in flight with the survivors, then retries."""
+        state (with any joiner) and restarts every sync in flight with the survivors; then retries."""
+        failures = 0
         while True:
             try:
                 if self._stale:
@@ -236,28 +259,41 @@ class DiLoCo:
                     self._stale = False
                 return action()
             except Exception as exc:
-                if not self.elastic or not self.collective.recover(exc):
+                if not self.elastic or failures >= self.MAX_RETRIES or not self.collective.recover(exc):
                     raise
+                failures += 1
                 self.stats.recoveries += 1
                 self._stale = True
 
+    def _admit_joiners(self) -> None:
+        """At steps where a fragment's sync starts: take waiting joiners in and share the state."""
+        if not self.elastic or not due_fragments(self.step_count, self.sync_every, len(self.fragments)):
+            return
+        self._admitted = True
+        if self.collective.joiners_waiting() and self._guarded(self.collective.admit):
+            self.stats.joins += 1
+            self._stale = True
+            self._guarded(lambda: None)
+
     def _share_state(self) -> None:
-        """Global copies, outer momenta, the step and the syncs in flight made identical on every
+        """Global copies, outer momenta, step, schedule and syncs in flight made identical on every
         member; a joiner's own syncs in flight then contribute zero weight."""
         merge_at = np.full(len(self.fragments), -1, np.int64)
         for pending in self._pending:
             merge_at[pending.index] = pending.merge_at
-        state = {"step": np.array([self.step_count], np.int64), "merge_at": merge_at}
+        step = np.array([self.step_count, self._admitted], np.int64)
+        state = {"step": step, "started": self._started, "merge_at": merge_at}
         for i, fragment in enumerate(self.fragments):
             state[f"global.{i}"], state[f"momentum.{i}"] = fragment.global_, fragment.momentum
         self.collective.sync_state(state)
-        self.step_count = int(state["step"][0])
-        mine = {p.index for p in self._pending}
+        self.step_count, self._admitted = int(step[0]), bool(step[1])
+        mine = {p.index: p for p in self._pending}
+        self._pending = []
         for index in map(int, np.flatnonzero(merge_at >= 0)):
-            if index not in mine:
-                contribution = np.zeros(self.fragments[index].global_.size + 1, np.float32)  # weight 0
-                self._pending.append(_Pending(index, int(merge_at[index]), contribution))
-        self._pending = [p for p in self._pending if merge_at[p.index] >= 0]
+            pending = mine.get(index) or _Pending(index, 0, np.zeros(self.fragments[index].global_.size + 1,
+                                                                     np.float32))  # weight 0
+            pending.merge_at = int(merge_at[index])
+            self._pending.append(pending)
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -272,13 +308,16 @@ class DiLoCo:
             self._scatter(fragment.params, fragment.global_)
 
     def state_dict(self) -> dict:
-        """Global copies, outer momenta, the step and the stats (no sync may be in flight)."""
+        """Global copies, outer momenta, the step, the schedule and the stats (no sync may be in flight)."""
         if self._pending:
             raise RuntimeError("a sync is in flight: checkpoint right after a merge (step() returned it)")
         return {"step": self.step_count, "global": [f.global_.copy() for f in self.fragments],
-                "momentum": [f.momentum.copy() for f in self.fragments], "stats": asdict(self.stats)}
+                "momentum": [f.momentum.copy() for f in self.fragments], "started": self._started.copy(),
+                "stats": asdict(self.stats)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state_dict()``; on an elastic group pass it as ``DiLoCo(state=...)`` instead,
+        so that the group's state wins over an old checkpoint."""
         if len(state["global"]) != len(self.fragments):
             raise ValueError(f"the state has {len(state['global'])} fragments, this DiLoCo {len(self.fragments)}")
         for fragment, glob, mom in zip(self.fragments, state["global"], state["momentum"]):
@@ -287,6 +326,7 @@ class DiLoCo:
             fragment.global_[...] = glob
             fragment.momentum[...] = mom
         self.step_count = int(state["step"])
+        self._started[...] = state.get("started", self._started)
         self.stats = SyncStats(**state.get("stats", {}))
 
     # -- torch <-> flat float32 ----------------------------------------------------------------
@@ -294,14 +334,13 @@ class DiLoCo:
     def _all_globals(self) -> np.ndarray:
         return np.concatenate([f.global_ for f in self.fragments])
 
-    def _scatter_all(self, everything: np.ndarray) -> None:
-        """The global copies and local parameters from one flat array of every fragment."""
+    def _set_globals(self, everything: np.ndarray) -> None:
+        """The global copies from one flat array of every fragment."""
         offset = 0
         for fragment in self.fragments:
             n = fragment.global_.size
             fragment.global_[...] = everything[offset:offset + n]
             offset += n
-            self._scatter(fragment.params, fragment.global_)
 
     @staticmethod
     def _gather(params: list) -> np.ndarray:

@@ -3,8 +3,9 @@
 DiLoCo and user code written against ``mpiforge.comms.collective.Collective`` run unchanged on a
 fault-tolerant group; the extra information of ``Peer`` (``ReduceInfo``) is dropped, and its
 exceptions (``CollectiveAborted``: ``recover()`` and retry) pass through. Collectives get tags in
-the order they are issued since the last membership change, so concurrent ones never share a
-tag and every member numbers them alike.
+the order they are issued within the current epoch (membership), so concurrent ones never share
+a tag and every member numbers them alike. Synchronise shared state through ``sync_state`` (it
+counts the revisions), not through the peer directly.
 
     coll = PeerCollective(peer)
     try:
@@ -32,7 +33,7 @@ class PeerCollective(ElasticCollective):
 
     def __init__(self, peer: Peer, quantize: str | None = None) -> None:
         self.peer, self.quantize = peer, quantize
-        self._issued = 0  # collectives since the last membership change: the next tag
+        self._epoch, self._issued = -1, 0  # collectives issued in this epoch: the next tag
         self._revision: int | None = None  # of the last state this member synchronised
 
     @property
@@ -44,6 +45,8 @@ class PeerCollective(ElasticCollective):
         return self.peer.rank
 
     def _tag(self) -> int:
+        if self.peer.epoch != self._epoch:
+            self._epoch, self._issued = self.peer.epoch, 0
         self._issued += 1
         return (self._issued - 1) % (1 << 30)
 
@@ -60,7 +63,7 @@ class PeerCollective(ElasticCollective):
     # -- membership -------------------------------------------------------------------------------
 
     @property
-    def joined(self) -> bool:
+    def needs_state(self) -> bool:
         return self._revision is None and self.peer.shared_revision is not None
 
     def recover(self, error: BaseException) -> bool:
@@ -76,15 +79,14 @@ class PeerCollective(ElasticCollective):
     def admit(self) -> bool:
         before = self.peer.peers
         self._changed()
-        return self.peer.peers != before
+        return bool(set(self.peer.peers) - set(before))
 
     def _changed(self) -> None:
         self.peer.update_topology()
-        self._issued = 0
         log.info("group of %d: %s", self.peer.world_size, ", ".join(self.peer.peers))
 
     def sync_state(self, state: dict[str, np.ndarray]) -> None:
-        joining = self.joined
+        joining = self.needs_state
         revision = 0 if self._revision is None else self._revision + 1
         info = self.peer.sync_shared_state(state, revision, "receive_only" if joining else "enforce_popular")
         self._revision = info.revision
