@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "topo": "mpiforge.topology.cli:topo",
     "simulate": "mpiforge.topology.simulate:simulate_command",
     "ft-master": "mpiforge.comms.ft.cli:ft_master",
+    "verify": "mpiforge.codegen.cli:verify_command",
 }
 
 

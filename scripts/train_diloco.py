@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import zlib
@@ -64,6 +65,19 @@ def evaluate(model, data: np.ndarray, context: int, count: int = 16) -> float:
     rows = np.stack([data[i * context:(i + 1) * context] for i in range(count)]).astype(np.int64)
     with torch.no_grad():
         return float(model(torch.from_numpy(rows), labels=torch.from_numpy(rows)).loss)
+
+
+def learning_rate(s: Settings, step: int) -> float:
+    """The inner learning rate at ``step`` (0-based): linear warmup over the first 5% of the
+    steps, then cosine down to 10% of ``s.lr``; or constant. A function of the step only, so a
+    resumed or joining worker picks it up where the group is."""
+    if s.schedule == "constant":
+        return s.lr
+    warmup = max(1, s.steps // 20)
+    if step < warmup:
+        return s.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, s.steps - warmup)
+    return s.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
 def evaluate_agreed(model, sync, data: np.ndarray, context: int) -> float:
@@ -132,7 +146,9 @@ class Settings:
     alpha: float = 0.5
     quantize: str = "none"
     outer_lr: float = 0.7
+    outer_momentum: float = 0.9
     lr: float = 3e-3
+    schedule: str = "constant"  # of the inner learning rate: "constant", or "cosine" (5% warmup, down to 10%)
     batch: int = 8
     context: int = 64
     width: int = 192
@@ -165,6 +181,7 @@ def train(settings: Settings, collective, worker: str, checkpoint: str | None = 
     else:  # (on fault-tolerant peers the group's state wins over an old checkpoint)
         streaming = s.mode == "streaming"
         sync = DiLoCo(model, inner, collective, sync_every=s.sync_every, outer_lr=s.outer_lr,
+                      outer_momentum=s.outer_momentum,
                       fragments=s.fragments if streaming else 1, delay=s.delay if streaming else 0,
                       alpha=s.alpha if streaming else 1.0, quantize=None if s.quantize == "none" else s.quantize,
                       state=saved["sync"] if saved else None)
@@ -179,6 +196,8 @@ def train(settings: Settings, collective, worker: str, checkpoint: str | None = 
         loss.backward()
         if s.mode == "ddp":
             sync.average_gradients()
+        for group in inner.param_groups:
+            group["lr"] = learning_rate(s, step)
         inner.step()
         if s.mode != "ddp":
             sync.step()
@@ -237,8 +256,11 @@ def peer_collective(master: str, secret_file: str, name: str, workers: int):
 @click.option("--delay", type=click.IntRange(min=0), default=2, show_default=True, help="Overlap steps (streaming).")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Merge weight of the global copy (streaming).")
 @click.option("--quantize", type=click.Choice(["none", "int8", "fp8", "int4", "fp4"]), default="none", show_default=True)
-@click.option("--outer-lr", type=float, default=0.7, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Inner AdamW learning rate.")
+@click.option("--outer-lr", type=float, default=0.7, show_default=True, help="Outer Nesterov SGD learning rate.")
+@click.option("--outer-momentum", type=float, default=0.9, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Inner AdamW learning rate (peak).")
+@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="Inner learning rate: 5% warmup then cosine to 10%, or constant.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--context", type=click.IntRange(min=8), default=64, show_default=True)
 @click.option("--width", type=click.IntRange(min=16), default=192, show_default=True)

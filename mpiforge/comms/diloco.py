@@ -76,7 +76,7 @@ class _Fragment:
 class _Pending:
     index: int
     merge_at: int
-    contribution: np.ndarray  # float32: the pseudo-gradient, then this worker's weight (1, or 0 for a joiner)
+    contribution: np.ndarray  # float32: the pseudo-gradient (elastic: then this worker's weight, 1 or 0)
     handle: Handle | None = None
     average: np.ndarray | None = None
 
@@ -113,6 +113,7 @@ class DiLoCo:
         self.outer_lr, self.outer_momentum, self.nesterov = outer_lr, outer_momentum, nesterov
         self.codec = get_codec(quantize)
         self.elastic = isinstance(collective, ElasticCollective)
+        self._weighted = int(self.elastic)  # a weight travels with each contribution (members change)
         params = [p for p in model.parameters() if p.requires_grad]
         self.fragments = []
         for indices in strided_fragments(len(params), fragments):
@@ -170,9 +171,9 @@ class DiLoCo:
     def _start(self, index: int) -> None:
         fragment = self.fragments[index]
         n = fragment.global_.size
-        contribution = np.empty(n + 1, np.float32)
+        contribution = np.empty(n + self._weighted, np.float32)
         np.subtract(fragment.global_, self._gather(fragment.params), out=contribution[:n])  # the pseudo-gradient
-        contribution[n] = 1
+        contribution[n:] = 1
         pending = _Pending(index, self.step_count + self.delay, contribution)
         self._pending.append(pending)
         self._started[index] = self.step_count
@@ -182,35 +183,36 @@ class DiLoCo:
 
     def _launch(self, pending: _Pending) -> None:
         """Start the all-reduce of a contribution (quantized: gather and reduce it now)."""
-        n, size = pending.contribution.size - 1, max(self.collective.size, 1)
+        n, size = pending.contribution.size - self._weighted, max(self.collective.size, 1)
         if self.codec is None:
             nbytes = pending.contribution.nbytes
             sent = 2 * (size - 1) * nbytes // size  # a ring's share
         else:
-            nbytes = self.codec.payload_nbytes(n) + 4
+            nbytes = self.codec.payload_nbytes(n) + 4 * self._weighted
             sent = (size - 1) * nbytes
         self.stats.bytes_sent += sent
         self.stats.bytes_received += sent
         self.stats.peak_bytes = max(self.stats.peak_bytes, nbytes)
         self.stats.per_sync.append({"step": self.step_count, "fragment": pending.index, "bytes": nbytes})
         if self.codec is None:
-            pending.handle = self.collective.allreduce_async(pending.contribution, op="sum")
+            op = "sum" if self._weighted else "avg"
+            pending.handle = self.collective.allreduce_async(pending.contribution, op=op)
         else:
             pending.average = self._gathered_average(pending.contribution)
 
     def _gathered_average(self, contribution: np.ndarray) -> np.ndarray:
-        """Every worker's encoded pseudo-gradient (its weight in the last 4 bytes), decoded and
-        summed in float32 in worker order: the same bits everywhere."""
-        n = contribution.size - 1
+        """Every worker's encoded pseudo-gradient (elastic: its weight in 4 more bytes), decoded
+        and summed in float32 in worker order: the same bits everywhere."""
+        n = contribution.size - self._weighted
         payload = self.codec.encode(contribution[:n])
-        row = np.empty(payload.nbytes + 4, np.uint8)
-        row[:-4] = payload
-        row[-4:] = contribution[n:].view(np.uint8)
+        row = np.empty(payload.nbytes + 4 * self._weighted, np.uint8)
+        row[:payload.nbytes] = payload
+        row[payload.nbytes:] = contribution[n:].view(np.uint8)
         total, weight = np.zeros(n, np.float32), np.float32(0)
         for other in self.collective.allgather(row):
-            w = np.frombuffer(other[-4:].tobytes(), np.float32)[0]
+            w = np.frombuffer(other[payload.nbytes:].tobytes(), np.float32)[0] if self._weighted else 1
             if w:
-                self.codec.decode_add(other[:-4], total)
+                self.codec.decode_add(other[:payload.nbytes], total)
                 weight += w
         return self._divide(total, weight)
 
@@ -218,7 +220,7 @@ class DiLoCo:
         if pending.average is None:
             assert pending.handle is not None
             total = pending.handle.wait()
-            pending.average = self._divide(total[:-1], total[-1])
+            pending.average = self._divide(total[:-1], total[-1]) if self._weighted else total
         return pending.average
 
     @staticmethod

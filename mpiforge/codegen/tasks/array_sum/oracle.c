@@ -1,0 +1,31 @@
+#include "mpf_io.h"
+#include <math.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    long cnt = 0;
+    double *in = NULL;
+    if (rank == 0) in = mpf_read(argv[1], &cnt);
+    int n = 0;
+    if (rank == 0) n = (int)in[0];
+    MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    int *counts = malloc(size * sizeof(int)), *displs = malloc(size * sizeof(int));
+    for (int r = 0; r < size; r++) {
+        counts[r] = n / size + (r < n % size ? 1 : 0);
+        displs[r] = r == 0 ? 0 : displs[r - 1] + counts[r - 1];
+    }
+    int lo = displs[rank], hi = lo + counts[rank];
+    double *x = malloc((counts[rank] + 1) * sizeof *x);
+    MPI_Scatterv(rank == 0 ? in + 1 : NULL, counts, displs, MPI_DOUBLE, x, counts[rank], MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    double local = 0, total = 0;
+    for (int i = 0; i < counts[rank]; i++) local += x[i];
+    MPI_Reduce(&local, &total, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    if (rank == 0) mpf_write(argv[2], &total, 1);
+    MPI_Finalize();
+    return 0;
+}

@@ -1,0 +1,15 @@
+"""Serial reference of jacobi_1d."""
+import numpy as np
+
+
+def generate(rng, n):
+    return [n, 4, rng.standard_normal(n)]
+
+
+def reference(f):
+    u = f[2].copy()
+    for _ in range(f[1]):
+        v = u.copy()
+        v[1:-1] = (u[:-2] + u[1:-1] + u[2:]) / 3.0
+        u = v
+    return u

@@ -1,0 +1,35 @@
+#include "mpf_io.h"
+#include <math.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    long cnt = 0;
+    double *in = NULL;
+    if (rank == 0) in = mpf_read(argv[1], &cnt);
+    MPI_Bcast(&cnt, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+    if (rank != 0) in = malloc(cnt * sizeof *in);
+    MPI_Bcast(in, (int)cnt, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    int n = (int)in[0], k = (int)in[1];
+    const double *x = in + 2;
+    int *counts = malloc(size * sizeof(int)), *displs = malloc(size * sizeof(int));
+    for (int r = 0; r < size; r++) {
+        counts[r] = n / size + (r < n % size ? 1 : 0);
+        displs[r] = r == 0 ? 0 : displs[r - 1] + counts[r - 1];
+    }
+    int lo = displs[rank], hi = lo + counts[rank];
+    double found = INFINITY, answer = 0;
+    for (int i = lo; i < hi; i++) {
+        int less = 0, leq = 0;
+        for (int j = 0; j < n; j++) { less += x[j] < x[i]; leq += x[j] <= x[i]; }
+        if (less < k && k <= leq) found = x[i];
+    }
+    MPI_Reduce(&found, &answer, 1, MPI_DOUBLE, MPI_MIN, 0, MPI_COMM_WORLD);
+    if (rank == 0) mpf_write(argv[2], &answer, 1);
+    MPI_Finalize();
+    return 0;
+}

@@ -1,0 +1,34 @@
+#include "mpf_io.h"
+#include <math.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    long cnt = 0;
+    double *in = NULL;
+    if (rank == 0) in = mpf_read(argv[1], &cnt);
+    double hdr[2] = { 0, 0 };
+    if (rank == 0) memcpy(hdr, in, sizeof hdr);
+    MPI_Bcast(hdr, 2, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    int n = (int)hdr[0];
+    double a = hdr[1];
+    int *counts = malloc(size * sizeof(int)), *displs = malloc(size * sizeof(int));
+    for (int r = 0; r < size; r++) {
+        counts[r] = n / size + (r < n % size ? 1 : 0);
+        displs[r] = r == 0 ? 0 : displs[r - 1] + counts[r - 1];
+    }
+    int lo = displs[rank], hi = lo + counts[rank];
+    double *x = malloc((counts[rank] + 1) * sizeof *x), *y = malloc((counts[rank] + 1) * sizeof *y);
+    MPI_Scatterv(rank == 0 ? in + 2 : NULL, counts, displs, MPI_DOUBLE, x, counts[rank], MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    MPI_Scatterv(rank == 0 ? in + 2 + n : NULL, counts, displs, MPI_DOUBLE, y, counts[rank], MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    for (int i = 0; i < counts[rank]; i++) x[i] = a * x[i] + y[i];
+    double *out = rank == 0 ? malloc(n * sizeof *out) : NULL;
+    MPI_Gatherv(x, counts[rank], MPI_DOUBLE, out, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (rank == 0) mpf_write(argv[2], out, n);
+    MPI_Finalize();
+    return 0;
+}
