@@ -302,8 +302,21 @@ def layouts_part(comm: MPI.Comm, config: DemoConfig) -> list[Section]:
     return [table]
 
 
+def collectives_part(comm: MPI.Comm, config: DemoConfig) -> list[Section]:
+    from .topology.demo_part import collectives_part as part
+
+    return part(comm, config)
+
+
+def diloco_part(comm: MPI.Comm, config: DemoConfig) -> list[Section]:
+    from .comms.diloco_demo import diloco_part as part
+
+    return part(comm, config)
+
+
 # Each capability adds its part here, in report order.
-PARTS: list[Callable[[MPI.Comm, DemoConfig], list[Section]]] = [job_part, halo_part, layouts_part]
+PARTS: list[Callable[[MPI.Comm, DemoConfig], list[Section]]] = [job_part, halo_part, layouts_part, collectives_part,
+                                                                diloco_part]
 
 
 def run_demo(comm: MPI.Comm, config: DemoConfig) -> Report:

@@ -54,6 +54,7 @@ def failing_demo_body(comm) -> None:
             grid[0, self.h, self.h] = 0.5
 
     halo.Halo3D.exchange = corrupting
+    demo.PARTS[:] = [demo.job_part, demo.halo_part, demo.layouts_part]  # the parts this verdict is about
     config = demo.DemoConfig(n=N, halo=H, iters=2)
     report = demo.run_demo(comm, config)
     assert not report.ok
