@@ -6,7 +6,12 @@ import pytest
 
 from mpiforge.codegen.contract import read_output, write_input
 from mpiforge.codegen.mutants import OPERATORS, find_calls, mutate
-from mpiforge.codegen.sandbox import Limits, find_compiler, network_isolation, run_sandboxed
+from mpiforge.codegen.sandbox import (
+    Limits,
+    find_compiler,
+    network_isolation,
+    run_sandboxed,
+)
 from mpiforge.codegen.tasks import UnknownTaskError, get_task, load_tasks
 from mpiforge.codegen.tester import generate_cases
 

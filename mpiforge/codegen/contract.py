@@ -17,12 +17,12 @@ candidates may include; the oracles use them.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["write_input", "read_output", "format_numbers", "CONTRACT_SUMMARY"]
+__all__ = ["CONTRACT_SUMMARY", "format_numbers", "read_output", "write_input"]
 
 CONTRACT_SUMMARY = (
     "argv[1]: input file (whitespace-separated numbers); argv[2]: output file written by rank 0 "
@@ -34,9 +34,7 @@ def format_numbers(values: Iterable) -> str:
     """Numbers as text: integers exactly, floats with 17 significant digits."""
     parts = []
     for v in values:
-        if isinstance(v, (bool, np.bool_)):
-            parts.append(str(int(v)))
-        elif isinstance(v, (int, np.integer)):
+        if isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)):
             parts.append(str(int(v)))
         else:
             parts.append(f"{float(v):.17g}")

@@ -11,10 +11,10 @@ Operators: ``drop_collective``, ``duplicate_collective``, ``wrong_root``, ``wron
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-__all__ = ["Mutant", "OPERATORS", "mutate", "find_calls", "Call"]
+__all__ = ["OPERATORS", "Call", "Mutant", "find_calls", "mutate"]
 
 COLLECTIVES = ("Bcast", "Reduce", "Allreduce", "Scatter", "Scatterv", "Gather", "Gatherv", "Allgather",
                "Allgatherv", "Scan", "Exscan", "Alltoall", "Alltoallv", "Reduce_scatter", "Barrier")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .mutants import Mutant, mutate
 from .results import Verdict

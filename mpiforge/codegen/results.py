@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Verdict", "CaseResult", "RankResult", "VerifyReport"]
+__all__ = ["CaseResult", "RankResult", "Verdict", "VerifyReport"]
 
 
 class Verdict(str, enum.Enum):

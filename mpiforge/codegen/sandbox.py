@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Limits", "RunResult", "run_sandboxed", "network_isolation", "find_compiler"]
+__all__ = ["Limits", "RunResult", "find_compiler", "network_isolation", "run_sandboxed"]
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .results import CaseResult, RankResult, Verdict, VerifyReport, worst
 from .sandbox import Limits, RunResult, run_sandboxed
 from .tasks import Task
 
-__all__ = ["TestCase", "generate_cases", "verify", "DEFAULT_RANKS", "RUN_LIMITS"]
+__all__ = ["DEFAULT_RANKS", "RUN_LIMITS", "TestCase", "generate_cases", "verify"]
 
 log = logging.getLogger(__name__)
 

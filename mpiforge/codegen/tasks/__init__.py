@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 import numpy as np
 
@@ -29,7 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
     except ModuleNotFoundError:
         tomllib = None
 
-__all__ = ["Task", "UnknownTaskError", "TASKS_DIR", "INCLUDE_DIR", "load_tasks", "get_task", "task_names"]
+__all__ = ["INCLUDE_DIR", "TASKS_DIR", "Task", "UnknownTaskError", "get_task", "load_tasks", "task_names"]
 
 TASKS_DIR = Path(__file__).parent
 INCLUDE_DIR = TASKS_DIR / "_include"

@@ -1,5 +1,4 @@
 """Serial reference of heat_2d (size = number of rows)."""
-import numpy as np
 
 
 def generate(rng, rows):

@@ -1,5 +1,4 @@
 """Serial reference of jacobi_1d."""
-import numpy as np
 
 
 def generate(rng, n):

@@ -1,5 +1,4 @@
 """Serial reference of matmul (size = rows of A)."""
-import numpy as np
 
 
 def generate(rng, m):

@@ -1,5 +1,4 @@
 """Serial reference of matvec (size = number of rows)."""
-import numpy as np
 
 
 def generate(rng, m):

@@ -1,5 +1,4 @@
 """Serial reference of normalize (a single value has no deviation: that test is discarded)."""
-import numpy as np
 
 
 def generate(rng, n):

@@ -1,5 +1,4 @@
 """Serial reference of saxpy."""
-import numpy as np
 
 
 def generate(rng, n):

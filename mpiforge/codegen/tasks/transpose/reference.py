@@ -1,5 +1,4 @@
 """Serial reference of transpose (size = columns of A)."""
-import numpy as np
 
 
 def generate(rng, n):
