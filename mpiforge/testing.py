@@ -66,7 +66,7 @@ def run_ranks(
         cmd = mpiexec_command(nprocs, argv, mpiexec_args)
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            start_new_session=True, env={**os.environ, "TMPDIR": outdir, **(env or {})},  # session files die with it
         )
         timed_out = False
         try:

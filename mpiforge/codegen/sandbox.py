@@ -134,11 +134,15 @@ def run_sandboxed(argv: list[str], cwd: Path, limits: Limits = Limits(),
     prefix, _ = ([], "") if limits.network else network_isolation()
     cmd = prefix + list(argv)
     out_path, err_path = Path(cwd, ".sandbox.stdout"), Path(cwd, ".sandbox.stderr")
+    # Open MPI's session files go under TMPDIR: inside the sandbox they leave with it, even when
+    # a killed mpiexec cannot clean up (a stale one in /tmp breaks a later mpiexec given its PID)
+    tmp = Path(cwd, ".tmp")
+    tmp.mkdir(exist_ok=True)
     start = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=_preexec(limits),
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, "TMPDIR": str(tmp), **(env or {})})
         timed_out = False
         try:
             proc.wait(timeout=limits.wall_seconds)
