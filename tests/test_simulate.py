@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from mpiforge.cli import main
 from mpiforge.topology.cost import Machine
 from mpiforge.topology.simulate import (
+    _bench_spec,
     compare,
     parse_bandwidth,
     parse_latency,
@@ -117,7 +118,7 @@ def test_simulate_builds_once_and_agrees_with_cost_model(shape: tuple[int, ...],
 
 def _bench(figures: dict | None = None) -> dict:
     """A bench_allreduce JSON whose measured times are the model's predictions times known factors."""
-    machine = Machine.cluster(2, 2, placement="roundrobin")  # 1 Gbit/s: cost.py's default links
+    machine = _bench_spec(2, 2, "roundrobin", "1gbit", {}).machine()  # cost.py's 1 Gbit/s links, tbf's bucket
     big, small = 16 << 20, 64 << 10
     return {"rate": "1gbit", "placement": "roundrobin", **({"figures": figures} if figures else {}), "cases": [
         {"nodes": 2, "ranks_per_node": 2, "size": big, "algo": "hierarchical", "inter": "ring", "segments": 4,

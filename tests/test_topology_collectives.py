@@ -984,12 +984,54 @@ def test_mpi_times_interpolate() -> None:
     assert machine.predict("bcast", "mpi", 32768) == Machine.cluster(2, 2).predict("bcast", "mpi", 32768)
 
 
+def test_token_bucket_hides_bytes_up_to_its_depth() -> None:
+    """A tbf link passes ``burst`` bytes at ``line`` speed after idling: a transfer that fits
+    costs line time, a longer one pays the rate for the rest, a plain link always the rate."""
+    from mpiforge.topology.cost import Link, Machine
+
+    rate, line = 1 / 125e6, 1 / 500e6
+    plain = Machine.cluster(2, 1, inter=Link(50e-6, rate), overhead=0.0, gamma=0.0)
+    bucket = plain.with_figures(links=(Link(50e-6, rate, burst=500e3, line=line), plain.links[1]))
+    free = plain.with_figures(links=(Link(50e-6, rate, burst=500e3), plain.links[1]))
+    alpha = 50e-6
+    for nbytes in (100e3, 2e6):  # a 2-node ring allreduce of 2n bytes: n in each of its two steps
+        steps = bucket._flat("allreduce", "ring", 2 * nbytes)
+        hidden = min(nbytes, 500e3)
+        first = alpha + hidden * line + (nbytes - hidden) * rate
+        refill = (alpha + hidden * line) / rate if nbytes > 500e3 else 500e3  # tokens back in the meantime
+        again = min(nbytes, refill)
+        second = alpha + again * line + (nbytes - again) * rate
+        assert bucket.seconds(steps) == pytest.approx(first + second)
+        assert plain.seconds(steps) == pytest.approx(2 * (alpha + nbytes * rate))
+        assert free.seconds(steps) < bucket.seconds(steps) < plain.seconds(steps)
+    # pipelined: later segments cannot beat the rate, whatever the bucket hid in the first
+    n = 64 << 20
+    for segments in (4, 16):
+        t = bucket.predict("allreduce", "hierarchical", n, "ring", segments)
+        assert t >= n * rate * (segments - 1) / segments
+
+
+def test_call_costs_are_added_once_per_call_of_ours() -> None:
+    from mpiforge.topology.cost import Machine
+
+    base = Machine.cluster(2, 2, placement="roundrobin")
+    costly = base.with_figures(call=1e-3, codec_call=5e-4)
+    for segments in (1, 8):
+        exact = base.predict("allreduce", "hierarchical", 1 << 20, "ring", segments)
+        assert costly.predict("allreduce", "hierarchical", 1 << 20, "ring", segments) == pytest.approx(exact + 1e-3)
+        quantized = base.predict("allreduce", "hierarchical", 1 << 20, "ring", segments, True)
+        assert costly.predict("allreduce", "hierarchical", 1 << 20, "ring", segments, True) == \
+            pytest.approx(quantized + 1.5e-3)
+    assert costly.predict("allreduce", "ring", 1 << 20) == pytest.approx(base.predict("allreduce", "ring", 1 << 20) + 1e-3)
+    assert costly.predict("allreduce", "mpi", 1 << 20) == base.predict("allreduce", "mpi", 1 << 20)
+
+
 def test_own_times_replace_the_model_inside_the_measured_sizes() -> None:
     from mpiforge.topology.cost import Machine, plan_key
 
     model = Machine.cluster(2, 2, placement="roundrobin")
     # calibration found one segment fastest at 1-4 MiB where the model prefers pipelining
-    key = plan_key("allreduce", "ring", 1, True)
+    key = plan_key("allreduce", "hierarchical", "ring", 1, True)
     measured = {key: ((1 << 20, 1e-3), (4 << 20, 4e-3))}
     machine = Machine.cluster(2, 2, placement="roundrobin", own_times=measured)
     assert machine.predict("allreduce", "hierarchical", 2 << 20, "ring", 1, True) == pytest.approx(2e-3)

@@ -74,6 +74,11 @@ def parse_rate(rate: str) -> float:
     return bits
 
 
+def tbf_burst(rate_bps: float) -> int:
+    """The token bucket of every node link: 4 ms of the rate, at least 128 KiB, in bytes."""
+    return max(128 * 1024, int(rate_bps / 8 * 0.004))
+
+
 def _sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run one system command with a timeout; raise :class:`ClusterError` with its stderr on failure."""
     try:
@@ -245,7 +250,7 @@ class EmulatedCluster:
 
     def _build(self) -> None:
         self._check_subnet_free()
-        burst = str(max(128 * 1024, int(self.rate_bps / 8 * 0.004)))
+        burst = str(tbf_burst(self.rate_bps))
         mtu = ("mtu", str(self.mtu))
         tbf = ("root", "tbf", "rate", self.rate, "burst", burst, "latency", "50ms")
         prefixlen = self.network.prefixlen

@@ -164,25 +164,31 @@ class TopologyCollective(MPICollective):
             if out is array:
                 array = array.copy()  # a nonblocking reduction cannot read and write one buffer
             return super().allreduce_async(array, op, out)
-        reduce_op = "sum" if op == "avg" else op
 
         def finish() -> np.ndarray:
-            if plan.algorithm == "hierarchical":
-                result = self.hierarchy.allreduce(array, reduce_op, plan.inter or "ring", plan.segments,
-                                                  codec=codec if plan.quantized else None, out=out)
-            elif plan.algorithm == "ring":
-                result = np.array(array, copy=True)
-                run(alg.ring_allreduce_steps(self.comm, result.reshape(-1), reduce_op, self._ring))
-            else:
-                result = alg.FLAT_ALLREDUCE_FN[plan.algorithm](self.comm, array, reduce_op)
+            result = self.run_plan(plan, array, "sum" if op == "avg" else op, out, codec)
             if op == "avg":
                 np.divide(result, self.size, out=result)
-            if out is None or result is out:
-                return result
-            out[...] = result
-            return out
+            return result
 
         return Handle(_Deferred(), finish)
+
+    def run_plan(self, plan: Plan, array: np.ndarray, op: str = "sum", out: np.ndarray | None = None,
+                 codec=None) -> np.ndarray:
+        """Allreduce ``array`` by ``plan`` (one of ours; ``codec`` when it is quantized), into
+        ``out`` when given (collective; calibration times plans through this)."""
+        if plan.algorithm == "hierarchical":
+            result = self.hierarchy.allreduce(array, op, plan.inter or "ring", plan.segments,
+                                              codec=codec if plan.quantized else None, out=out)
+        elif plan.algorithm == "ring":
+            result = np.array(array, copy=True)
+            run(alg.ring_allreduce_steps(self.comm, result.reshape(-1), op, self._ring))
+        else:
+            result = alg.FLAT_ALLREDUCE_FN[plan.algorithm](self.comm, array, op)
+        if out is None or result is out:
+            return result
+        out[...] = result
+        return out
 
     # -- the other collectives --------------------------------------------------------------
 

@@ -12,7 +12,7 @@ that step, so the model sees what rank order and placement do to the slow links:
 under round-robin placement crosses the node links with every message, a hierarchical one with
 1/L of them. A step costs the slowest message (alpha of the outermost level it crosses plus
 bytes x beta x sharers, at its most loaded link), plus the per-step software ``overhead`` and
-``gamma`` per byte reduced. Pipelined algorithms (``segments`` S over stages t_1..t_k) take
+``gamma`` per byte reduced, and once per call a fixed ``call`` cost. Pipelined algorithms (``segments`` S over stages t_1..t_k) take
 sum(t_i) + (S - 1) max(t_i) on n/S bytes; a quantizing codec shrinks the inter-node bytes and
 adds ``codec_gamma`` per byte encoded or decoded.
 
@@ -22,8 +22,8 @@ adds ``codec_gamma`` per byte encoded or decoded.
 
 MPI's own collectives ("mpi") are predicted from times measured on the job
 (``mpi_times``, written by ``mpiforge calibrate``) or else as the best flat algorithm without
-the Python overhead. Hierarchical plans that calibration timed on the job (``own_times``, keyed
-by ``plan_key``) are predicted from those times inside the measured sizes, by the model beyond.
+the Python overhead. Plans of ours that calibration timed on the job (``own_times``, keyed by
+``plan_key``) are predicted from those times inside the measured sizes, by the model beyond.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["ALGORITHMS", "COLLECTIVES", "FLAT_ALLREDUCE", "SEGMENTS", "Link", "Machine", "Plan", "plan_key"]
+__all__ = ["ALGORITHMS", "COLLECTIVES", "FIGURES", "FLAT_ALLREDUCE", "SEGMENTS", "Link", "Machine", "Plan", "plan_key"]
 
 COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "bcast", "reduce")
 FLAT_ALLREDUCE = ("ring", "recursive_doubling", "rabenseifner")
@@ -46,12 +46,20 @@ ALGORITHMS = {
     "reduce": ("binomial", "hierarchical", "mpi"),
 }
 SEGMENTS = (1, 2, 4, 8, 16)
+FIGURES = ("gamma", "overhead", "codec_gamma", "call", "codec_call")  # Machine's measured scalars
 
 
 @dataclass(frozen=True)
 class Link:
     alpha: float  # seconds per message
     beta: float  # seconds per byte through one group's link
+    burst: float = 0.0  # bytes a token bucket (as tc tbf) lets through after idling, at ``line`` speed
+    line: float = 0.0  # seconds per byte of those bytes (what the link does without the bucket's rate)
+
+    @property
+    def credit(self) -> float:
+        """Seconds of transfer at the rate that a full bucket holds."""
+        return self.burst * self.beta
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ class Machine:
     overhead: float = 20e-6  # seconds of software per step of our (Python) algorithms
     codec_gamma: float = 1.5e-9  # seconds per float32 byte encoded + decoded
     codec_ratio: float = 0.254  # wire bytes per float32 byte (int8 with a scale per 256 values)
+    call: float = 0.0  # seconds of software per call of our algorithms (setup, buffers)
+    codec_call: float = 0.0  # more seconds per call when it quantizes
     mpi_times: dict = field(default_factory=dict)  # collective -> ((bytes, seconds), ...) measured
     own_times: dict = field(default_factory=dict)  # plan_key(...) -> ((bytes, seconds), ...) measured
 
@@ -215,19 +225,45 @@ class Machine:
         pairs = np.unique(np.stack([alpha, per_byte], axis=1), axis=0)
         return pairs[:, 0], pairs[:, 1], int(first.min())
 
-    def _step_seconds(self, step: _Step) -> float:
-        if step.src.size == 0:
-            return 0.0
-        alpha, per_byte, _ = self._pattern(step.src, step.dst)
-        return float((alpha + step.nbytes * per_byte).max())
-
     def _level(self, steps: list[_Step]) -> int:
         """The outermost level a stage's messages cross (the link it is bound by)."""
         return min((self._pattern(s.src, s.dst)[2] for s in steps if s.src.size), default=len(self.links))
 
     def seconds(self, steps: list[_Step], software: bool = True) -> float:
+        """Seconds of ``steps`` run one after another. A link with a token bucket (``burst``)
+        starts full (after idling) and refills while its steps compute; bytes covered by its
+        tokens pass at ``line`` speed, the rest at the rate."""
         per_step = self.overhead if software else 2e-6
-        return sum(s.repeat * (self._step_seconds(s) + per_step + s.reduced * self.gamma + s.work) for s in steps)
+        total = 0.0
+        credits = {level: link.credit for level, link in enumerate(self.links)}  # full after idling
+        for step in steps:
+            transfer, level = self._transfer(step)
+            busy = self._latency(step) + per_step + step.reduced * self.gamma + step.work
+            link = self.links[level] if level is not None else None
+            if link is None or link.credit == 0.0:
+                total += step.repeat * (busy + transfer)
+                continue
+            speedup = min(link.line / link.beta, 1.0)  # seconds at line speed per second at the rate
+            for _ in range(step.repeat):
+                covered = min(credits[level], transfer)
+                total += busy + covered * speedup + transfer - covered
+                credits[level] = min(link.credit, credits[level] - covered + busy + covered * speedup)
+        return total
+
+    def _transfer(self, step: _Step) -> tuple[float, int | None]:
+        """Seconds one repetition of ``step`` occupies its busiest link at the rate, and the
+        outermost level it crosses (None: no messages)."""
+        if step.src.size == 0:
+            return 0.0, None
+        alpha, per_byte, level = self._pattern(step.src, step.dst)
+        return float((alpha + step.nbytes * per_byte).max() - alpha.max()), level
+
+    def _latency(self, step: _Step) -> float:
+        return float(self._pattern(step.src, step.dst)[0].max()) if step.src.size else 0.0
+
+    def _link_seconds(self, steps: list[_Step]) -> float:
+        """Seconds the busiest link needs for ``steps`` at its rate: what a pipeline cannot hide."""
+        return sum(s.repeat * self._transfer(s)[0] for s in steps)
 
     def predict(self, collective: str, algorithm: str, nbytes: int, inter: str | None = None,
                 segments: int = 1, quantized: bool = False) -> float:
@@ -235,17 +271,20 @@ class Machine:
         allreduce, reduce, bcast; the whole result of reduce_scatter and allgather)."""
         if algorithm == "mpi":
             return self._mpi(collective, nbytes)
+        measured = self.own_times.get(plan_key(collective, algorithm, inter, segments, quantized))
+        if measured and measured[0][0] <= nbytes <= measured[-1][0]:
+            return _interpolate(measured, nbytes)
         if algorithm == "hierarchical":
-            measured = self.own_times.get(plan_key(collective, inter or "ring", segments, quantized))
-            if measured and measured[0][0] <= nbytes <= measured[-1][0]:
-                return _interpolate(measured, nbytes)
             stages = self._hierarchical(collective, nbytes / segments, inter or "ring", quantized)
-            busy: dict[int, float] = {}  # stages on the same link cannot overlap each other
+            first: dict[int, float] = {}  # stages on the same link cannot overlap each other
+            rest: dict[int, float] = {}  # later segments: a link's rate holds even where tokens hid it
             for stage in stages:
-                level = self._level(stage)
-                busy[level] = busy.get(level, 0.0) + self.seconds(stage)
-            return sum(busy.values()) + (segments - 1) * max(busy.values())
-        return self.seconds(self._flat(collective, algorithm, nbytes))
+                level, seconds = self._level(stage), self.seconds(stage)
+                first[level] = first.get(level, 0.0) + seconds
+                rest[level] = rest.get(level, 0.0) + max(seconds, self._link_seconds(stage))
+            fixed = self.call + (self.codec_call if quantized else 0.0)
+            return fixed + sum(first.values()) + (segments - 1) * max(rest.values())
+        return self.call + self.seconds(self._flat(collective, algorithm, nbytes))
 
     def best(self, collective: str, nbytes: int, quantized: bool = False,
              candidates: Iterable[str] | None = None) -> Plan:
@@ -367,9 +406,13 @@ class Machine:
         return min(self.seconds(self._flat(collective, a, nbytes), software=False) for a in names)
 
 
-def plan_key(collective: str, inter: str, segments: int, quantized: bool) -> str:
-    """How calibration names a measured hierarchical plan: "allreduce/ring/x4/quantized"."""
-    return f"{collective}/{inter}/x{segments}" + ("/quantized" if quantized else "")
+def plan_key(collective: str, algorithm: str, inter: str | None = None, segments: int = 1,
+             quantized: bool = False) -> str:
+    """How calibration names a measured plan: "allreduce/ring" (flat) or
+    "allreduce/hierarchical/ring/x4/quantized"."""
+    if algorithm != "hierarchical":
+        return f"{collective}/{algorithm}"
+    return f"{collective}/hierarchical/{inter or 'ring'}/x{segments}" + ("/quantized" if quantized else "")
 
 
 def _interpolate(measured, nbytes: float) -> float:

@@ -4,9 +4,9 @@
 ``~/.cache/mpiforge/topology.json`` (or ``MPIFORGE_TOPO_PROFILE``):
 
     {"intra": {"alpha": 3e-6, "beta": 3.3e-10}, "inter": {"alpha": 6e-5, "beta": 8.5e-9},
-     "gamma": 5e-10, "overhead": 2e-5, "codec_gamma": 1.5e-9,
+     "gamma": 5e-10, "overhead": 2e-5, "codec_gamma": 1.5e-9, "call": 3e-4, "codec_call": 2e-4,
      "mpi_times": {"3x2:roundrobin": {"allreduce": [[4096, 0.0004], ...]}},
-     "own_times": {"3x2:roundrobin": {"allreduce/ring/x4/quantized": [[262144, 0.003], ...]}}}
+     "own_times": {"3x2:roundrobin": {"allreduce/hierarchical/ring/x4/quantized": [[262144, 0.003], ...]}}}
 
 Measured times (MPI's collectives, our hierarchical plans) apply only to jobs of the same shape
 and placement. Missing figures keep
@@ -19,13 +19,12 @@ import logging
 import os
 from pathlib import Path
 
-from .cost import Link, Machine
+from .cost import FIGURES, Link, Machine
 from .discovery import Topology
 
 __all__ = ["job_key", "load", "machine_for", "profile_path", "save"]
 
 log = logging.getLogger(__name__)
-FIGURES = ("gamma", "overhead", "codec_gamma")
 
 
 def profile_path() -> Path:

@@ -23,14 +23,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from .cost import ALGORITHMS, COLLECTIVES, Link, Machine, Plan
-
-if TYPE_CHECKING:
-    import numpy as np
+from .cost import ALGORITHMS, COLLECTIVES, FIGURES, Link, Machine, Plan
 
 __all__ = ["DEFAULT_SIZES", "PRESETS", "Row", "Spec", "compare", "format_size", "label", "parse_bandwidth",
            "parse_latency", "parse_link", "parse_shape", "parse_sizes", "render", "render_compare", "simulate",
@@ -135,7 +131,6 @@ PRESETS = {
 LEVELS = {2: ("inter", "intra"), 3: ("rack", "inter", "intra")}
 _LEVEL_ALIASES = {"node": "inter", "nodes": "inter", "racks": "rack", "gpu": "intra", "local": "intra"}
 _LEVEL_ABOUT = {"rack": "between racks", "inter": "between nodes", "intra": "inside a node"}
-_FIGURES = ("gamma", "overhead", "codec_gamma")
 
 
 @dataclass(frozen=True)
@@ -145,7 +140,7 @@ class Spec:
     shape: tuple[int, ...]
     links: tuple[Link, ...]  # outermost first
     placement: str = "block"
-    figures: tuple[tuple[str, float], ...] = ()  # gamma, overhead, codec_gamma (else cost.py's defaults)
+    figures: tuple[tuple[str, float], ...] = ()  # cost.FIGURES (else cost.py's defaults)
     mpi_times: tuple = ()  # ((collective, ((bytes, seconds), ...)), ...) measured on such a job
     source: str = ""  # where the figures came from
 
@@ -203,9 +198,9 @@ def spec_from(preset: str = "ethernet-1g", shape: Sequence[int] | None = None, p
     mpi_times: tuple = ()
     if profile:
         for name in ("inter", "intra"):
-            given = {k: float(v) for k, v in profile.get(name, {}).items() if k in ("alpha", "beta")}
+            given = {k: float(v) for k, v in profile.get(name, {}).items() if k in ("alpha", "beta", "burst", "line")}
             chosen[name] = Link(**{**vars(chosen[name]), **given})
-        figures.update({k: float(profile[k]) for k in _FIGURES if k in profile})
+        figures.update({k: float(profile[k]) for k in FIGURES if k in profile})
         key = f"{shape[0]}x{shape[1]}:{placement}" if len(shape) == 2 else None
         mpi_times = _freeze_times(profile.get("mpi_times", {}).get(key, {}))
         source.append("calibrated profile" + (" with MPI's times" if mpi_times else ""))
@@ -318,7 +313,7 @@ def to_json(spec: Spec, results: dict[str, list[Row]]) -> dict:
 def _case_figures(figures: dict | None, nodes: int, per_node: int) -> dict:
     """The calibrated figures of one cluster: bench_allreduce keys them by "NxK"; a bare profile applies to all."""
     figures = figures or {}
-    if set(figures) & {"intra", "inter", *_FIGURES, "mpi_times"}:
+    if set(figures) & {"intra", "inter", *FIGURES, "mpi_times"}:
         return figures
     return figures.get(f"{nodes}x{per_node}", {})
 
@@ -326,9 +321,9 @@ def _case_figures(figures: dict | None, nodes: int, per_node: int) -> dict:
 def _bench_spec(nodes: int, per_node: int, placement: str, rate: str, figures: dict) -> Spec:
     """The emulated cluster of a bench run: cost.py's 1 Gbit/s link scaled to ``rate``, under the
     figures calibrated on the job (MPI's times under whatever placement name calibration gave them)."""
-    from .cluster import parse_rate
+    from .cluster import parse_rate, tbf_burst
 
-    inter = Link(_DEFAULT_INTER.alpha, _DEFAULT_INTER.beta * 1e9 / parse_rate(rate))
+    inter = Link(_DEFAULT_INTER.alpha, _DEFAULT_INTER.beta * 1e9 / parse_rate(rate), tbf_burst(parse_rate(rate)))
     times = figures.get("mpi_times", {})
     mine = sorted((k for k in times if k.startswith(f"{nodes}x{per_node}:")), key=lambda k: not k.endswith(placement))
     key = mine[0] if mine else None
