@@ -20,6 +20,10 @@ COMMANDS: dict[str, str] = {
     "simulate": "mpiforge.topology.simulate:simulate_command",
     "ft-master": "mpiforge.comms.ft.cli:ft_master",
     "verify": "mpiforge.codegen.cli:verify_command",
+    "gen": "mpiforge.codegen.gen_cli:gen_command",
+    "eval": "mpiforge.codegen.eval_cli:eval_command",
+    "parallelize": "mpiforge.codegen.parallelize_cli:parallelize_command",
+    "complete": "mpiforge.codegen.complete_cli:complete_command",
 }
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-__all__ = ["verify_command"]
+__all__ = ["parse_ranks", "verify_command"]
 
 
-def _parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def parse_ranks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
         ranks = tuple(int(r) for r in value.split(",") if r.strip())
     except ValueError:
@@ -58,7 +58,7 @@ def _print_report(report, task) -> None:
 @click.command("verify")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--task", "task_name", envvar="MPIFORGE_TASK", help="Task the program solves (see --list).")
-@click.option("--ranks", default="1,2,3,4", show_default=True, callback=_parse_ranks,
+@click.option("--ranks", default="1,2,3,4", show_default=True, callback=parse_ranks,
               help="Comma-separated rank counts to run at.")
 @click.option("--inputs", default=3, show_default=True, type=click.IntRange(1, 50),
               help="Generated tests per rank count.")
@@ -87,7 +87,7 @@ def verify_command(file: Path | None, task_name: str | None, ranks: tuple[int, .
     from rich.progress import Progress
 
     from .sandbox import Limits
-    from .tasks import UnknownTaskError, get_task
+    from .tasks import UnknownTaskError, find_task
     from .tester import verify
 
     if file is None:
@@ -97,8 +97,8 @@ def verify_command(file: Path | None, task_name: str | None, ranks: tuple[int, .
     if not task_name:
         raise click.UsageError("--task NAME is required (see `mpiforge verify --list`)")
     try:
-        task = get_task(task_name)
-    except UnknownTaskError as exc:
+        task = find_task(task_name)
+    except (UnknownTaskError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     limits = Limits(wall_seconds=timeout, cpu_seconds=int(max(timeout * 3, 10)))
     with Progress(transient=True) as progress:

@@ -100,10 +100,14 @@ def drop_collective(src: str) -> Iterator[Edit]:
 
 
 def duplicate_collective(src: str) -> Iterator[Edit]:
-    for c in find_calls(src, COLLECTIVES):
-        if c.stmt_end > 0:
-            stmt = src[c.start:c.stmt_end]
-            yield c.start, c.stmt_end, f"{stmt} {stmt}", f"MPI_{c.name} called twice"
+    """A sum or product reduced a second time (``MPI_Allreduce``/``MPI_Scan``, then again in
+    place on the result). Repeating any other collective right after itself recomputes the
+    same values from unchanged inputs: such a mutant is equivalent (no test can kill it), so
+    it is not planted."""
+    for c in find_calls(src, ("Allreduce", "Scan")):
+        if c.stmt_end > 0 and len(c.args) == 6 and re.search(r"\bMPI_(SUM|PROD)\b", c.args[4]):
+            again = _call_text(c.name, ["MPI_IN_PLACE", *c.args[1:]])
+            yield c.start, c.stmt_end, f"{src[c.start:c.stmt_end]} {again};", f"MPI_{c.name} result reduced again"
 
 
 def wrong_root(src: str) -> Iterator[Edit]:

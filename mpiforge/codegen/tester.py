@@ -30,6 +30,7 @@ RUN_LIMITS = Limits(wall_seconds=20, cpu_seconds=60)
 # waiting ranks yield the CPU, so a deadlocked candidate spins less until it is killed
 _RUN_ENV = {"OMPI_MCA_btl": os.environ.get("MPIFORGE_VERIFY_BTL", "self,sm"), "OMPI_MCA_mpi_yield_when_idle": "1"}
 Progress = Callable[[str], None]  # called after each step with a short label
+POISONS = ("nan", "+", "-", "0")  # what mpf_read puts after the data (MPF_POISON), varied over the runs
 
 
 @dataclass
@@ -109,7 +110,8 @@ def _run_case(task: Task, argv: list[str], nranks: int, case: TestCase, input_fi
               limits: Limits) -> CaseResult:
     output = work / f"out-{nranks}-{input_file.stem}.txt"
     cmd = mpiexec_command(nranks, argv + [str(input_file), str(output)])
-    res = run_sandboxed(cmd, work, limits, env=_RUN_ENV)
+    poison = POISONS[(case.seed + nranks) % len(POISONS)]
+    res = run_sandboxed(cmd, work, limits, env={**_RUN_ENV, "MPF_POISON": poison})
     verdict, detail = _judge(task, res, output, case.expected)
     if verdict is not Verdict.PASS:
         log.info("%s on %d ranks, seed %d: %s %s", task.name, nranks, case.seed, verdict, detail)

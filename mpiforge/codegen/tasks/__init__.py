@@ -29,7 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
     except ModuleNotFoundError:
         tomllib = None
 
-__all__ = ["INCLUDE_DIR", "TASKS_DIR", "Task", "UnknownTaskError", "get_task", "load_tasks", "task_names"]
+__all__ = ["INCLUDE_DIR", "TASKS_DIR", "Task", "UnknownTaskError", "find_task", "get_task", "load_tasks", "task_names"]
 
 TASKS_DIR = Path(__file__).parent
 INCLUDE_DIR = TASKS_DIR / "_include"
@@ -63,6 +63,8 @@ class Task:
     @property
     def oracle(self) -> Path:
         """The main oracle (C or C++ when there is one)."""
+        if not self.oracles:
+            raise ValueError(f"task {self.name} has no oracle (a task of one's own needs none to generate)")
         return self.oracles[0]
 
     def _reference_module(self) -> ModuleType:
@@ -89,7 +91,7 @@ class Task:
         return self.rtol == 0 and self.atol == 0
 
 
-def _load(directory: Path) -> Task:
+def _load(directory: Path, need_oracle: bool = True) -> Task:
     if tomllib is None:
         raise RuntimeError("reading the task suite needs Python 3.11 or the `tomli` package")
     meta = tomllib.loads((directory / "task.toml").read_text())
@@ -97,7 +99,7 @@ def _load(directory: Path) -> Task:
     if unknown:
         raise ValueError(f"{directory / 'task.toml'}: unknown keys {sorted(unknown)}")
     oracles = [directory / n for n in _ORACLE_NAMES if (directory / n).exists()]
-    if not oracles:
+    if not oracles and need_oracle:
         raise ValueError(f"task {directory.name} has no oracle ({', '.join(_ORACLE_NAMES)})")
     return Task(name=directory.name, category=meta["category"], description=meta["description"].strip(),
                 signature=meta["signature"].strip(), input=meta["input"].strip(), output=meta["output"].strip(),
@@ -114,6 +116,17 @@ def load_tasks() -> dict[str, Task]:
 
 def task_names() -> list[str]:
     return list(load_tasks())
+
+
+def find_task(name_or_dir: str | Path) -> Task:
+    """A suite task by name, or a task directory of one's own (task.toml and reference.py, no
+    oracle needed): what ``mpiforge gen`` and ``verify`` accept."""
+    path = Path(name_or_dir)
+    if (path / "task.toml").is_file():
+        if not (path / "reference.py").is_file():
+            raise ValueError(f"{path}: a task directory needs reference.py (generate and reference) beside task.toml")
+        return _load(path, need_oracle=False)
+    return get_task(str(name_or_dir))
 
 
 def get_task(name: str) -> Task:

@@ -3,10 +3,14 @@ import numpy as np
 
 
 def generate(rng, n):
-    at_end = rng.random() > 0.55  # in some tests the closest pair is at the very end
+    """Random points; in most tests the closest pair is planted where bugs hide: at the very end,
+    or straddling the end of rank 0's block for 2, 3 or 4 ranks (blocks of n // P, the first n % P
+    one longer)."""
     p = rng.uniform(-10, 10, (n, 2))
-    if n > 2 and at_end:
-        p[-1] = p[-2] + 1e-3
+    where = rng.integers(0, 5)  # 0: nowhere, 1: the end, 2-4: rank 0's block end for P = where
+    if n > 2 and where:
+        k = n - 2 if where == 1 else min(n // where + (n % where > 0) - 1, n - 2)
+        p[k + 1] = p[k] + 1e-3
     return [n, p]
 
 

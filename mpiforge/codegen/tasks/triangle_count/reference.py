@@ -6,7 +6,11 @@ def generate(rng, n):
     m = 3 * n
     u = rng.integers(0, n, m)
     v = (u + rng.integers(1, max(n, 2), m)) % n if n > 1 else u
-    return [n, m, np.stack([u, v], axis=1)]
+    edges = np.stack([u, v], axis=1)
+    if n >= 3 and rng.random() < 0.7:  # a triangle among the last vertices, which an uneven split may drop
+        last = np.array([[n - 3, n - 2], [n - 2, n - 1], [n - 3, n - 1]])
+        edges = np.concatenate([edges, last])
+    return [n, len(edges), edges]
 
 
 def adjacency(f):

@@ -1,0 +1,134 @@
+"""Evaluate a model on the task suite: pass@k and build@k as ParEval defines them, and what repair adds.
+
+    report = evaluate(tasks, backend, samples=5, max_repairs=0)
+    report.summary()        # {"pass@1": ..., "pass@5": ..., "build@1": ..., "repaired": ...}
+
+Every task gets ``samples`` first answers; each is verified (compiled, run at every rank count
+on generated inputs, compared with the serial reference). pass@k is the unbiased estimate
+1 - C(n-c, k) / C(n, k) over the n first answers of which c passed, averaged over tasks;
+build@k likewise with "compiled". With ``max_repairs`` > 0, failing answers are repaired from
+their diagnostics and ``repaired`` is the share of tasks solved by any round.
+
+``mode="complete"`` asks instead for the MPI calls taken out of each task's oracle (MPIrigen's
+task, :mod:`.complete`) and adds location, function and argument accuracy over all removed
+calls of all first answers; pass@k then says whether the completed programs work.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+from .backends.base import Backend
+from .build import language_of
+from .complete import blank_mpi_calls, score_completion
+from .generate import NO_CODE, STATIC, GenerationResult, generate
+from .prompts import complete_prompt
+from .results import Verdict
+from .tasks import Task
+
+__all__ = ["EvalReport", "TaskScore", "evaluate", "pass_at_k"]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The chance that at least one of k answers drawn from n (c of them correct) is correct."""
+    if not 0 <= c <= n or k < 1:
+        raise ValueError(f"need 0 <= c <= n and k >= 1, got n={n}, c={c}, k={k}")
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples per task, got {n}")
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+@dataclass
+class TaskScore:
+    """One task's first answers (n, how many compiled and passed) and whether any round solved it."""
+
+    task: str
+    category: str
+    n: int
+    built: int
+    passed: int
+    solved: bool  # passed in any round, repairs included
+    verdicts: list[str] = field(default_factory=list)  # of the first answers
+    seconds: float = 0.0
+    calls: dict[str, int] = field(default_factory=dict)  # complete mode: removed, located, functions, arguments
+
+
+@dataclass
+class EvalReport:
+    backend: str
+    model: str
+    lang: str
+    samples: int
+    max_repairs: int
+    mode: str = "generate"
+    scores: list[TaskScore] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        """pass@k and build@k for k = 1 and ``samples``, and the share solved with repairs."""
+        out: dict[str, float] = {}
+        if not self.scores:
+            return out
+        for k in sorted({1, self.samples}):
+            out[f"pass@{k}"] = _mean(pass_at_k(s.n, s.passed, k) for s in self.scores)
+            out[f"build@{k}"] = _mean(pass_at_k(s.n, s.built, k) for s in self.scores)
+        out["repaired"] = _mean(float(s.solved) for s in self.scores)
+        removed = sum(s.calls.get("removed", 0) for s in self.scores)
+        if removed:
+            for name, key in (("location", "located"), ("function", "functions"), ("arguments", "arguments")):
+                out[name] = sum(s.calls.get(key, 0) for s in self.scores) / removed
+        return out
+
+    def by_category(self) -> dict[str, dict[str, float]]:
+        groups: dict[str, list[TaskScore]] = {}
+        for s in self.scores:
+            groups.setdefault(s.category, []).append(s)
+        return {c: {"tasks": len(g), "pass@1": _mean(pass_at_k(s.n, s.passed, 1) for s in g)}
+                for c, g in sorted(groups.items())}
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "summary": self.summary(), "by_category": self.by_category()}
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def _score(task: Task, result: GenerationResult) -> TaskScore:
+    first = [a for a in result.attempts if a.round == 0]
+    built = [a for a in first if a.verdict not in (NO_CODE, STATIC, Verdict.COMPILE_ERROR.value)]
+    passed = [a for a in first if a.verdict == Verdict.PASS.value]
+    return TaskScore(task.name, task.category, len(first), len(built), len(passed), result.passed,
+                     [a.verdict for a in first], result.seconds)
+
+
+def evaluate(tasks: Iterable[Task], backend: Backend, lang: str = "c", samples: int = 1, max_repairs: int = 0,
+             progress: Callable[[str], None] | None = None, mode: str = "generate", **options) -> EvalReport:
+    """Score ``backend`` on ``tasks`` (``options`` go to :func:`.generate.generate`: ranks, inputs, ...)."""
+    if mode not in ("generate", "complete"):
+        raise ValueError(f"mode {mode!r}: use generate or complete")
+    start = time.monotonic()
+    report = EvalReport(backend.name, backend.model, lang, samples, max_repairs, mode=mode)
+    for task in tasks:
+        if mode == "complete":
+            oracle = task.oracle
+            task_lang = {"cxx": "cpp"}.get(language_of(oracle), language_of(oracle))
+            blanked = blank_mpi_calls(oracle.read_text())
+            result = generate(task, backend, task_lang, samples, max_repairs, stop_at_pass=False,
+                              conversation=complete_prompt(blanked.source, task_lang, task.description), **options)
+            score = _score(task, result)
+            for attempt in (a for a in result.attempts if a.round == 0):
+                got = score_completion(blanked, attempt.source)
+                for key, value in (("removed", got.removed), ("located", got.located),
+                                   ("functions", got.functions), ("arguments", got.arguments)):
+                    score.calls[key] = score.calls.get(key, 0) + value
+        else:
+            score = _score(task, generate(task, backend, lang, samples, max_repairs, stop_at_pass=False, **options))
+        report.scores.append(score)
+        if progress:
+            progress(f"{task.name}: {report.scores[-1].passed}/{samples} passed")
+    report.seconds = time.monotonic() - start
+    return report

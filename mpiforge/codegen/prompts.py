@@ -1,0 +1,108 @@
+"""The prompts of the code generator: write a program for a task, and repair one from its diagnostics.
+
+    messages = task_prompt(task, "c")
+    messages = repair_prompt(task, "c", messages, source, report)   # the conversation so far, then the failure
+
+Every prompt states the task contract (:mod:`mpiforge.codegen.contract`): the input file is
+argv[1], rank 0 writes the output file argv[2], any rank count must work. Answers are asked for
+as one complete program in one fenced code block, which :mod:`.extract` then takes out.
+"""
+from __future__ import annotations
+
+from .results import Verdict, VerifyReport
+from .tasks import Task
+
+__all__ = ["FENCE", "LANGUAGES", "SUFFIX", "complete_prompt", "diagnostics", "parallelize_prompt", "repair_prompt", "task_prompt"]
+
+LANGUAGES = {"c": "C", "cpp": "C++", "python": "Python with mpi4py"}
+FENCE = {"c": "c", "cpp": "cpp", "python": "python"}
+SUFFIX = {"c": ".c", "cpp": ".cpp", "python": ".py"}
+
+SYSTEM = ("You are an expert in MPI parallel programming. You write complete, correct, portable MPI "
+          "programs that give exactly the serial answer for every number of ranks. You answer with "
+          "one complete program in one fenced code block and nothing else.")
+
+_IO = {
+    "c": ('You may `#include "mpf_io.h"`: `double *mpf_read(const char *path, long *count)` returns every '
+          "number of a file as doubles (call it on rank 0 only), `void mpf_write(const char *path, const double "
+          "*v, long n)` writes n doubles, one per line (rank 0 only)."),
+    "python": ("On rank 0, read every number with `open(sys.argv[1]).read().split()`; write the output "
+               "one number per line (floats with '%.17g'), from rank 0 only."),
+}
+_IO["cpp"] = _IO["c"]
+
+_RULES = """Rules:
+- The program is run as `mpiexec -n P ./program INPUT OUTPUT` for P = 1, 2, 3, 4 and more.
+- Rank 0 reads INPUT (argv[1]), distributes the work with MPI, and only rank 0 writes OUTPUT (argv[2]).
+- It must give the serial answer for every P, including P that does not divide the problem size and P larger than it.
+- Every rank must take part in every collective call; never let ranks wait for each other in a cycle.
+- Use only MPI and the standard library{numpy}. Exit with code 0."""
+
+
+def task_prompt(task: Task, lang: str) -> list[dict[str, str]]:
+    """Chat messages asking for an MPI program in ``lang`` (c, cpp, python) that solves ``task``."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"language {lang!r}: use one of {', '.join(LANGUAGES)}")
+    rules = _RULES.format(numpy=" (and numpy)" if lang == "python" else "")
+    user = (f"Write an MPI program in {LANGUAGES[lang]}.\n\n"
+            f"Task: {task.description}\n"
+            f"Function it implements: {task.signature}\n"
+            f"Input file (argv[1]): {task.input}\n"
+            f"Output file (argv[2]): {task.output}\n"
+            + (f"Floating-point results are compared with rtol={task.rtol:g}, atol={task.atol:g}.\n"
+               if not task.exact else "Results are compared exactly.\n")
+            + f"\n{rules}\n{_IO[lang]}\n\n"
+            f"Answer with the whole program in one ```{FENCE[lang]} block.")
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def parallelize_prompt(serial: str, serial_lang: str, lang: str) -> list[dict[str, str]]:
+    """Chat messages asking for an MPI version in ``lang`` of the ``serial`` program."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"language {lang!r}: use one of {', '.join(LANGUAGES)}")
+    rules = _RULES.format(numpy=" (and numpy)" if lang == "python" else "")
+    user = (f"Parallelize this serial {LANGUAGES.get(serial_lang, serial_lang)} program with MPI, in "
+            f"{LANGUAGES[lang]}. It reads its input from the file argv[1] and writes its result to the file "
+            f"argv[2]; the MPI program must read the same input and write the same output (same numbers, same "
+            f"order), from rank 0.\n\n```{FENCE.get(serial_lang, '')}\n{serial.rstrip()}\n```\n\n"
+            f"{rules}\n{_IO[lang]}\n\nAnswer with the whole MPI program in one ```{FENCE[lang]} block.")
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def complete_prompt(blanked: str, lang: str, description: str | None = None) -> list[dict[str, str]]:
+    """Chat messages asking to put back the MPI calls taken out of ``blanked`` (MPIrigen's task)."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"language {lang!r}: use one of {', '.join(LANGUAGES)}")
+    user = ("The MPI communication calls of this program were removed; the lines where they stood are "
+            "empty. Put the missing MPI calls back (function and arguments) and change nothing else."
+            + (f"\nWhat the program does: {description}" if description else "")
+            + f"\n\n```{FENCE[lang]}\n{blanked.rstrip()}\n```\n\n"
+            f"Answer with the whole completed program in one ```{FENCE[lang]} block.")
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def diagnostics(report: VerifyReport, limit: int = 2500) -> str:
+    """What went wrong, as a model can act on it: the compiler's log or the failing runs."""
+    if report.verdict is Verdict.COMPILE_ERROR:
+        return "It does not compile:\n" + report.compile_log[-limit:]
+    lines = []
+    for result in report.per_ranks:
+        if result.verdict is Verdict.PASS:
+            lines.append(f"- {result.ranks} ranks: pass")
+            continue
+        hint = {Verdict.TIMEOUT: " (a deadlock or an endless loop: killed after the time limit)",
+                Verdict.CRASH: " (it crashed or exited with an error)"}.get(result.verdict, "")
+        lines.append(f"- {result.ranks} ranks: {result.verdict}{hint}: {result.detail}")
+    return "It was run on generated inputs and compared with the serial answer:\n" + "\n".join(lines)[-limit:]
+
+
+def repair_prompt(task: Task, lang: str, conversation: list[dict[str, str]], source: str,
+                  report: VerifyReport | None = None, problems: list[str] | None = None) -> list[dict[str, str]]:
+    """``conversation`` followed by the program it produced and what is wrong with it (a verify
+    ``report``, or static ``problems`` found before running it), asking for a corrected program."""
+    found = diagnostics(report) if report is not None else "Problems found before running it:\n" + \
+        "\n".join(f"- {p}" for p in problems or ())
+    user = (f"{found}\n\nFix the program. Keep to the rules above. "
+            f"Answer with the whole corrected program in one ```{FENCE[lang]} block.")
+    return [*conversation, {"role": "assistant", "content": f"```{FENCE[lang]}\n{source}\n```"},
+            {"role": "user", "content": user}]
