@@ -384,6 +384,18 @@ def test_transformers_n_samples_seeded(tiny_models):
     assert len(greedy) == 2 and greedy[0].text == greedy[1].text
 
 
+def test_transformers_batches_prompts_of_different_lengths(tiny_models):
+    backend = get_backend("transformers", path=str(tiny_models["random"]))
+    short, long = "w1", [{"role": "user", "content": "w1 w2 w3 w1 w2"}]
+    batch = backend.generate_batch([short, long], n=2, temperature=1.0, max_tokens=6, seed=5)
+    assert [len(b) for b in batch] == [2, 2]
+    assert batch[0][0].prompt_tokens < batch[1][0].prompt_tokens  # each row's own length, not the padded one
+    greedy = backend.generate_batch([short, long], temperature=0, max_tokens=6)
+    alone = [backend.generate(p, temperature=0, max_tokens=6)[0].text for p in (short, long)]
+    assert [b[0].text for b in greedy] == alone  # left padding leaves each prompt's continuation as it was
+    assert backend.generate_batch([]) == []
+
+
 def test_transformers_truncated(tiny_models, caplog):
     backend = get_backend("transformers", path=tiny_models["halt"])
     with caplog.at_level(logging.WARNING, logger="mpiforge.codegen.backends.local"):

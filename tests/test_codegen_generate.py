@@ -27,9 +27,9 @@ class Scripted(Backend):
     def model(self) -> str:
         return "script"
 
-    def generate(self, prompt, *, n=1, temperature=0.2, max_tokens=1024, seed=None, stop=None):
+    def _answer(self, prompt, request):
         self.prompts.append(prompt)
-        return [Completion(self.answers.pop(0), "stop", False, self.name, self.model, 0.0) for _ in range(n)]
+        return [Completion(self.answers.pop(0), "stop", False, self.name, self.model, 0.0) for _ in range(request.n)]
 
 
 def oracle() -> str:

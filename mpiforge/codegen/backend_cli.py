@@ -8,7 +8,7 @@ import click
 
 from .backends.base import Backend
 
-__all__ = ["backend_options", "make_backend"]
+__all__ = ["backend_options", "make_backend", "sampling_options"]
 
 
 def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -36,6 +36,20 @@ def backend_options(command: Callable) -> Callable:
                      help="Any other backend option, e.g. timeout=300 or mode=completion (repeatable)."),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), command)
+
+
+def sampling_options(max_tokens: int = 1536, timeout: float = 20.0) -> Callable[[Callable], Callable]:
+    """Add --temperature, --max-tokens, --seed and --timeout (seconds per test run) to a click command."""
+    decorators = [
+        click.option("--temperature", default=0.2, show_default=True, type=click.FloatRange(0, 2),
+                     help="Sampling temperature (0: greedy)."),
+        click.option("--max-tokens", default=max_tokens, show_default=True, type=click.IntRange(16, 32768),
+                     help="Longest answer, in tokens."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampling and the tests."),
+        click.option("--timeout", default=timeout, show_default=True, type=click.FloatRange(1, 3600),
+                     help="Wall-clock seconds per test run; a deadlock is killed and reported."),
+    ]
+    return lambda command: functools.reduce(lambda f, d: d(f), reversed(decorators), command)
 
 
 def make_backend(backend: str, model: str | None, base_url: str | None, api_key: str | None,

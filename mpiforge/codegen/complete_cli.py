@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .backend_cli import backend_options, make_backend
+from .backend_cli import backend_options, make_backend, sampling_options
 from .cli import parse_ranks
 
 __all__ = ["complete_command"]
@@ -20,10 +20,7 @@ __all__ = ["complete_command"]
 @click.option("--ranks", default="1,2,3,4", show_default=True, callback=parse_ranks)
 @click.option("--samples", "-k", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--max-repairs", default=2, show_default=True, type=click.IntRange(0, 10))
-@click.option("--temperature", default=0.2, show_default=True, type=click.FloatRange(0, 2))
-@click.option("--max-tokens", default=2048, show_default=True, type=click.IntRange(16, 32768))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--timeout", default=20.0, show_default=True, type=click.FloatRange(1, 3600))
+@sampling_options(max_tokens=2048, timeout=20.0)
 @backend_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the program here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write every attempt as JSON.")

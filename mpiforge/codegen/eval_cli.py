@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .backend_cli import backend_options, make_backend
+from .backend_cli import backend_options, make_backend, sampling_options
 from .cli import parse_ranks
 
 __all__ = ["eval_command"]
@@ -41,15 +41,13 @@ def _selected(suite: str, tasks: str | None) -> list:
               help="Repair rounds per failing answer (reported as 'repaired').")
 @click.option("--ranks", default="1,2,3,4", show_default=True, callback=parse_ranks)
 @click.option("--inputs", default=2, show_default=True, type=click.IntRange(1, 50), help="Generated tests per rank count.")
-@click.option("--temperature", default=0.2, show_default=True, type=click.FloatRange(0, 2))
-@click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(16, 32768))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(1, 3600),
-              help="Wall-clock seconds per test run.")
+@sampling_options(max_tokens=1024, timeout=10.0)
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Tasks whose first answers a local model writes in one batch (faster on CPU).")
 @backend_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
 def eval_command(suite: str, tasks: str | None, lang: str, mode: str, samples: int, max_repairs: int, ranks: tuple[int, ...],
-                 inputs: int, temperature: float, max_tokens: int, seed: int, timeout: float, backend: str,
+                 inputs: int, temperature: float, max_tokens: int, seed: int, batch: int, timeout: float, backend: str,
                  model: str | None, base_url: str | None, api_key: str | None, backend_extra: dict[str, str],
                  json_path: Path | None) -> None:
     """Score a model on the task suite: pass@k, build@k, and what repairs add.
@@ -81,8 +79,8 @@ def eval_command(suite: str, tasks: str | None, lang: str, mode: str, samples: i
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task(f"{len(chosen)} tasks with {model_backend.name}:{model_backend.model}", total=len(chosen))
         try:
-            report = evaluate(chosen, model_backend, lang, samples, max_repairs, mode=mode, ranks=ranks, inputs=inputs,
-                              temperature=temperature, max_tokens=max_tokens, seed=seed, limits=limits,
+            report = evaluate(chosen, model_backend, lang, samples, max_repairs, mode=mode, batch=batch, ranks=ranks,
+                              inputs=inputs, temperature=temperature, max_tokens=max_tokens, seed=seed, limits=limits,
                               progress=lambda label: progress.update(bar, advance=1, description=label))
         except BackendError as exc:
             raise click.ClickException(str(exc)) from None

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 from .backends.base import Backend
 from .build import language_of
-from .complete import blank_mpi_calls, score_completion
+from .complete import Blanked, blank_mpi_calls, score_completion
 from .generate import NO_CODE, STATIC, GenerationResult, generate
-from .prompts import complete_prompt
+from .prompts import complete_prompt, task_prompt
 from .results import Verdict
 from .tasks import Task
 
@@ -106,29 +106,49 @@ def _score(task: Task, result: GenerationResult) -> TaskScore:
 
 
 def evaluate(tasks: Iterable[Task], backend: Backend, lang: str = "c", samples: int = 1, max_repairs: int = 0,
-             progress: Callable[[str], None] | None = None, mode: str = "generate", **options) -> EvalReport:
-    """Score ``backend`` on ``tasks`` (``options`` go to :func:`.generate.generate`: ranks, inputs, ...)."""
+             progress: Callable[[str], None] | None = None, mode: str = "generate", batch: int = 8,
+             **options) -> EvalReport:
+    """Score ``backend`` on ``tasks`` (``options`` go to :func:`.generate.generate`: ranks, inputs,
+    temperature, max_tokens, seed, limits). First answers are asked for ``batch`` tasks at a time."""
     if mode not in ("generate", "complete"):
         raise ValueError(f"mode {mode!r}: use generate or complete")
     start = time.monotonic()
     report = EvalReport(backend.name, backend.model, lang, samples, max_repairs, mode=mode)
-    for task in tasks:
-        if mode == "complete":
-            oracle = task.oracle
-            task_lang = {"cxx": "cpp"}.get(language_of(oracle), language_of(oracle))
-            blanked = blank_mpi_calls(oracle.read_text())
-            result = generate(task, backend, task_lang, samples, max_repairs, stop_at_pass=False,
-                              conversation=complete_prompt(blanked.source, task_lang, task.description), **options)
-            score = _score(task, result)
-            for attempt in (a for a in result.attempts if a.round == 0):
-                got = score_completion(blanked, attempt.source)
-                for key, value in (("removed", got.removed), ("located", got.located),
-                                   ("functions", got.functions), ("arguments", got.arguments)):
-                    score.calls[key] = score.calls.get(key, 0) + value
-        else:
-            score = _score(task, generate(task, backend, lang, samples, max_repairs, stop_at_pass=False, **options))
-        report.scores.append(score)
-        if progress:
-            progress(f"{task.name}: {report.scores[-1].passed}/{samples} passed")
+    tasks = list(tasks)
+    asking = {k: options[k] for k in ("temperature", "max_tokens", "seed") if k in options}
+    for first in range(0, len(tasks), max(batch, 1)):
+        chunk = [_question(task, lang, mode) for task in tasks[first:first + max(batch, 1)]]
+        answers = backend.generate_batch([q.conversation for q in chunk], n=samples, **asking)
+        for q, first_answers in zip(chunk, answers):
+            result = generate(q.task, backend, q.lang, samples, max_repairs, stop_at_pass=False,
+                              conversation=q.conversation, first_answers=first_answers, **options)
+            score = _score(q.task, result)
+            if q.blanked is not None:
+                for attempt in (a for a in result.attempts if a.round == 0):
+                    got = score_completion(q.blanked, attempt.source)
+                    for key, value in (("removed", got.removed), ("located", got.located),
+                                       ("functions", got.functions), ("arguments", got.arguments)):
+                        score.calls[key] = score.calls.get(key, 0) + value
+            report.scores.append(score)
+            if progress:
+                progress(f"{q.task.name}: {score.passed}/{samples} passed")
     report.seconds = time.monotonic() - start
     return report
+
+
+@dataclass
+class _Question:
+    task: Task
+    lang: str
+    conversation: list[dict[str, str]]
+    blanked: Blanked | None = None  # complete mode: the oracle without its MPI calls
+
+
+def _question(task: Task, lang: str, mode: str) -> _Question:
+    """What the model is asked about ``task``: write it, or complete its oracle."""
+    if mode == "generate":
+        return _Question(task, lang, task_prompt(task, lang))
+    oracle = task.oracle
+    oracle_lang = {"cxx": "cpp"}.get(language_of(oracle), language_of(oracle))
+    blanked = blank_mpi_calls(oracle.read_text())
+    return _Question(task, oracle_lang, complete_prompt(blanked.source, oracle_lang, task.description), blanked)

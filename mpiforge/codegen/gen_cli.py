@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .backend_cli import backend_options, make_backend
+from .backend_cli import backend_options, make_backend, sampling_options
 from .cli import parse_ranks
 
 __all__ = ["gen_command", "report_attempts"]
@@ -25,11 +25,7 @@ __all__ = ["gen_command", "report_attempts"]
               help="Times a failing candidate goes back to the model with its diagnostics.")
 @click.option("--inputs", default=3, show_default=True, type=click.IntRange(1, 50),
               help="Generated tests per rank count.")
-@click.option("--temperature", default=0.2, show_default=True, type=click.FloatRange(0, 2))
-@click.option("--max-tokens", default=1536, show_default=True, type=click.IntRange(16, 32768))
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the model's sampling and the tests.")
-@click.option("--timeout", default=20.0, show_default=True, type=click.FloatRange(1, 3600),
-              help="Wall-clock seconds per test run (a deadlock is killed and reported).")
+@sampling_options(max_tokens=1536, timeout=20.0)
 @backend_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the passing program here (default: print it).")

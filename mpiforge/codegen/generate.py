@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .backends.base import Backend
+from .backends.base import Backend, Completion
 from .extract import extract_code
 from .prompts import SUFFIX, repair_prompt, task_prompt
 from .results import Verdict, VerifyReport
@@ -84,17 +84,20 @@ def generate(task: Task, backend: Backend, lang: str = "c", samples: int = 1, ma
              ranks: Sequence[int] = DEFAULT_RANKS, inputs: int = 3, temperature: float = 0.2,
              max_tokens: int = 1536, seed: int = 0, limits: Limits = RUN_LIMITS,
              progress: Progress | None = None, stop_at_pass: bool = True,
-             conversation: list[dict[str, str]] | None = None) -> GenerationResult:
+             conversation: list[dict[str, str]] | None = None,
+             first_answers: list[Completion] | None = None) -> GenerationResult:
     """Up to ``samples`` x (1 + ``max_repairs``) candidates for ``task``, each verified
-    (``conversation``: the first prompt, if not the task's own)."""
+    (``conversation``: the first prompt, if not the task's own; ``first_answers``: the model's
+    answers to it, when they were generated already, e.g. in a batch with other tasks)."""
     if samples < 1 or max_repairs < 0:
         raise ValueError(f"samples must be >= 1 and max_repairs >= 0, got {samples} and {max_repairs}")
     start = time.monotonic()
     result = GenerationResult(task.name, lang, backend.name, backend.model)
     conversation = conversation or task_prompt(task, lang)
-    tick = time.monotonic()
-    answers = backend.generate(conversation, n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
-    share = (time.monotonic() - tick) / max(len(answers), 1)
+    answers = first_answers
+    if answers is None:
+        answers = backend.generate(conversation, n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    share = max((a.seconds for a in answers), default=0.0) / max(len(answers), 1)  # the model's time per answer
     with tempfile.TemporaryDirectory(prefix="mpiforge-gen-") as tmp:
         for sample, answer in enumerate(answers):
             messages, text, spent = conversation, answer.text, share

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .backend_cli import backend_options, make_backend
+from .backend_cli import backend_options, make_backend, sampling_options
 from .cli import parse_ranks
 
 __all__ = ["parallelize_command"]
@@ -24,10 +24,7 @@ __all__ = ["parallelize_command"]
 @click.option("--max-repairs", default=2, show_default=True, type=click.IntRange(0, 10))
 @click.option("--rtol", default=1e-9, show_default=True, type=click.FloatRange(0), help="Relative tolerance (0: exact).")
 @click.option("--atol", default=1e-12, show_default=True, type=click.FloatRange(0), help="Absolute tolerance.")
-@click.option("--temperature", default=0.2, show_default=True, type=click.FloatRange(0, 2))
-@click.option("--max-tokens", default=2048, show_default=True, type=click.IntRange(16, 32768))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--timeout", default=20.0, show_default=True, type=click.FloatRange(1, 3600))
+@sampling_options(max_tokens=2048, timeout=20.0)
 @backend_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the MPI program here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write every attempt as JSON.")

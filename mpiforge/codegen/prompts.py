@@ -39,34 +39,31 @@ _RULES = """Rules:
 - Use only MPI and the standard library{numpy}. Exit with code 0."""
 
 
-def task_prompt(task: Task, lang: str) -> list[dict[str, str]]:
-    """Chat messages asking for an MPI program in ``lang`` (c, cpp, python) that solves ``task``."""
+def _asking(lang: str, body: str) -> list[dict[str, str]]:
+    """The system message and ``body`` followed by the contract's rules and the answer format."""
     if lang not in LANGUAGES:
         raise ValueError(f"language {lang!r}: use one of {', '.join(LANGUAGES)}")
     rules = _RULES.format(numpy=" (and numpy)" if lang == "python" else "")
-    user = (f"Write an MPI program in {LANGUAGES[lang]}.\n\n"
-            f"Task: {task.description}\n"
-            f"Function it implements: {task.signature}\n"
-            f"Input file (argv[1]): {task.input}\n"
-            f"Output file (argv[2]): {task.output}\n"
-            + (f"Floating-point results are compared with rtol={task.rtol:g}, atol={task.atol:g}.\n"
-               if not task.exact else "Results are compared exactly.\n")
-            + f"\n{rules}\n{_IO[lang]}\n\n"
-            f"Answer with the whole program in one ```{FENCE[lang]} block.")
+    user = f"{body}\n\n{rules}\n{_IO[lang]}\n\nAnswer with the whole program in one ```{FENCE[lang]} block."
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def task_prompt(task: Task, lang: str) -> list[dict[str, str]]:
+    """Chat messages asking for an MPI program in ``lang`` (c, cpp, python) that solves ``task``."""
+    compared = (f"Floating-point results are compared with rtol={task.rtol:g}, atol={task.atol:g}."
+                if not task.exact else "Results are compared exactly.")
+    return _asking(lang, f"Write an MPI program in {LANGUAGES.get(lang, lang)}.\n\nTask: {task.description}\n"
+                         f"Function it implements: {task.signature}\nInput file (argv[1]): {task.input}\n"
+                         f"Output file (argv[2]): {task.output}\n{compared}")
 
 
 def parallelize_prompt(serial: str, serial_lang: str, lang: str) -> list[dict[str, str]]:
     """Chat messages asking for an MPI version in ``lang`` of the ``serial`` program."""
-    if lang not in LANGUAGES:
-        raise ValueError(f"language {lang!r}: use one of {', '.join(LANGUAGES)}")
-    rules = _RULES.format(numpy=" (and numpy)" if lang == "python" else "")
-    user = (f"Parallelize this serial {LANGUAGES.get(serial_lang, serial_lang)} program with MPI, in "
-            f"{LANGUAGES[lang]}. It reads its input from the file argv[1] and writes its result to the file "
-            f"argv[2]; the MPI program must read the same input and write the same output (same numbers, same "
-            f"order), from rank 0.\n\n```{FENCE.get(serial_lang, '')}\n{serial.rstrip()}\n```\n\n"
-            f"{rules}\n{_IO[lang]}\n\nAnswer with the whole MPI program in one ```{FENCE[lang]} block.")
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    return _asking(lang, f"Parallelize this serial {LANGUAGES.get(serial_lang, serial_lang)} program with MPI, in "
+                         f"{LANGUAGES.get(lang, lang)}. It reads its input from the file argv[1] and writes its "
+                         f"result to the file argv[2]; the MPI program must read the same input and write the same "
+                         f"output (same numbers, same order), from rank 0.\n\n"
+                         f"```{FENCE.get(serial_lang, '')}\n{serial.rstrip()}\n```")
 
 
 def complete_prompt(blanked: str, lang: str, description: str | None = None) -> list[dict[str, str]]:

@@ -5,7 +5,7 @@ import abc
 from dataclasses import dataclass
 from typing import ClassVar
 
-__all__ = ["Backend", "BackendError", "Completion", "Prompt", "check_request"]
+__all__ = ["Backend", "BackendError", "Completion", "Prompt", "Request", "check_request"]
 
 Prompt = str | list[dict[str, str]]
 """A plain prompt, or chat messages ``[{"role": "system"|"user"|"assistant", "content": ...}]``."""
@@ -29,8 +29,20 @@ class Completion:
     completion_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class Request:
+    """How to sample: what every backend receives with its prompts (checked already)."""
+
+    n: int = 1
+    temperature: float = 0.2
+    max_tokens: int = 1024
+    seed: int | None = None
+    stop: list[str] | None = None
+
+
 class Backend(abc.ABC):
-    """Something that turns a prompt into ``n`` completions."""
+    """Something that turns a prompt into ``n`` completions. Subclasses implement ``_answer``
+    (one prompt), and ``_complete`` too when they can do several prompts at once."""
 
     name: ClassVar[str] = "backend"
 
@@ -39,18 +51,25 @@ class Backend(abc.ABC):
     def model(self) -> str:
         """The model's name as reported in completions."""
 
-    @abc.abstractmethod
-    def generate(
-        self,
-        prompt: Prompt,
-        *,
-        n: int = 1,
-        temperature: float = 0.2,
-        max_tokens: int = 1024,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-    ) -> list[Completion]:
+    def generate(self, prompt: Prompt, *, n: int = 1, temperature: float = 0.2, max_tokens: int = 1024,
+                 seed: int | None = None, stop: list[str] | None = None) -> list[Completion]:
         """Return exactly ``n`` completions of ``prompt``; raise ``BackendError`` on failure."""
+        return self.generate_batch([prompt], n=n, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                                   stop=stop)[0]
+
+    def generate_batch(self, prompts: list[Prompt], *, n: int = 1, temperature: float = 0.2, max_tokens: int = 1024,
+                       seed: int | None = None, stop: list[str] | None = None) -> list[list[Completion]]:
+        """``n`` completions of each prompt (a local model writes them in one batch)."""
+        for prompt in prompts:
+            check_request(prompt, n, temperature, max_tokens, stop)
+        return self._complete(list(prompts), Request(n, temperature, max_tokens, seed, stop)) if prompts else []
+
+    def _complete(self, prompts: list[Prompt], request: Request) -> list[list[Completion]]:
+        return [self._answer(prompt, request) for prompt in prompts]
+
+    @abc.abstractmethod
+    def _answer(self, prompt: Prompt, request: Request) -> list[Completion]:
+        """``request.n`` completions of one checked ``prompt``."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}:{self.model}>"

@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .base import Backend, BackendError, Completion, Prompt, check_request
+from .base import Backend, BackendError, Completion, Prompt, Request
 from .prompt import as_messages, as_text, cut_at_stop
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIBackend"]
@@ -83,18 +83,10 @@ class OpenAIBackend(Backend):
             log.info("using model %r, the first one %s lists", self._model, self.base_url)
         return self._model
 
-    def generate(
-        self,
-        prompt: Prompt,
-        *,
-        n: int = 1,
-        temperature: float = 0.2,
-        max_tokens: int = 1024,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-    ) -> list[Completion]:
+    def _answer(self, prompt: Prompt, request: Request) -> list[Completion]:
         """Ask the server for ``n`` completions, topping up when it returns fewer (llama.cpp ignores ``n``)."""
-        check_request(prompt, n, temperature, max_tokens, stop)
+        n, temperature, max_tokens, seed, stop = request.n, request.temperature, request.max_tokens, request.seed, \
+            request.stop
         model = self.model
         path = "/chat/completions" if self.mode == "chat" else "/completions"
         out: list[Completion] = []

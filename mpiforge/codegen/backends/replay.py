@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, BackendError, Completion, Prompt, check_request
+from .base import Backend, BackendError, Completion, Prompt, Request
 from .prompt import cut_at_stop
 
 __all__ = ["ReplayBackend"]
@@ -34,7 +35,7 @@ class ReplayBackend(Backend):
             raise BackendError("the replay backend needs exactly one of answers=[...] or path='answers.json'")
         if path is not None:
             answers = _read_answers(Path(path))
-        self.answers = [_answer(a) for a in answers or ()]
+        self.answers = [_parsed_answer(a) for a in answers or ()]
         if not self.answers:
             raise BackendError("the replay backend got no answers: give at least one")
         self.cycle = cycle
@@ -47,21 +48,11 @@ class ReplayBackend(Backend):
     def model(self) -> str:
         return self._model
 
-    def generate(
-        self,
-        prompt: Prompt,
-        *,
-        n: int = 1,
-        temperature: float = 0.2,
-        max_tokens: int = 1024,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-    ) -> list[Completion]:
+    def _answer(self, prompt: Prompt, request: Request) -> list[Completion]:
         """The next ``n`` canned answers, cut at ``stop``; ``BackendError`` when they run out."""
-        check_request(prompt, n, temperature, max_tokens, stop)
         self.prompts.append(prompt)
-        self.calls.append({"prompt": prompt, "n": n, "temperature": temperature, "max_tokens": max_tokens,
-                           "seed": seed, "stop": stop})
+        self.calls.append({"prompt": prompt, **asdict(request)})
+        n, stop = request.n, request.stop
         out = []
         for _ in range(n):
             if self._next >= len(self.answers):
@@ -78,7 +69,7 @@ class ReplayBackend(Backend):
         return out
 
 
-def _answer(item: Any) -> tuple[str, str]:
+def _parsed_answer(item: Any) -> tuple[str, str]:
     if isinstance(item, str):
         return item, "stop"
     if isinstance(item, dict) and isinstance(item.get("text"), str):

@@ -2,14 +2,18 @@
 import numpy as np
 
 
+def boundary(rng, n):
+    """An index where splitting bugs show: the last of an inner rank's block for 2-4 ranks, or n - 1."""
+    p, r = [(2, 0), (3, 1), (4, 1), (4, 2), (1, 0), (1, 0)][rng.integers(0, 6)]  # (1, 0): the very end
+    counts = [n // p + (q < n % p) for q in range(p)]
+    return max(sum(counts[:r + 1]) - 1, 0)
+
+
 def generate(rng, n):
-    """Random points; in most tests the closest pair is planted where bugs hide: at the very end,
-    or straddling the end of rank 0's block for 2, 3 or 4 ranks (blocks of n // P, the first n % P
-    one longer)."""
+    """Random points; the closest pair straddles a block boundary or ends the array."""
     p = rng.uniform(-10, 10, (n, 2))
-    where = rng.integers(0, 5)  # 0: nowhere, 1: the end, 2-4: rank 0's block end for P = where
-    if n > 2 and where:
-        k = n - 2 if where == 1 else min(n // where + (n % where > 0) - 1, n - 2)
+    if n > 2:
+        k = min(boundary(rng, n), n - 2)
         p[k + 1] = p[k] + 1e-3
     return [n, p]
 

@@ -3,8 +3,12 @@ import numpy as np
 
 
 def generate(rng, n):
+    """Random bits; in most tests the text ends with the pattern (the start an uneven split drops first)."""
     m = min(2, n)
-    return [n, m, rng.integers(0, 2, n), rng.integers(0, 2, m)]
+    text, pat = rng.integers(0, 2, n), rng.integers(0, 2, m)
+    if rng.random() < 0.8:
+        text[n - m:] = pat
+    return [n, m, text, pat]
 
 
 def reference(f):
