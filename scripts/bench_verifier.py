@@ -82,8 +82,27 @@ def main(quick: bool, tasks: tuple[str, ...], ranks: str, oracle_inputs: int, mu
     console.print(_table(scores, summary))
     console.print(f"mutants killed by verdict: {summary['mutants']['by_verdict']}; "
                   f"survivors by operator: {summary['mutants']['survived_by_operator']}; {summary['seconds']:.0f} s")
+    console.print(_targets(summary))
     if json_path:
         json_path.write_text(json.dumps(summary, indent=2))
+
+
+def _targets(summary: dict) -> Table:
+    """The issue's targets against this run. A swapped send/receive that is killed at all must be
+    killed as a timeout: such a mutant deadlocks, and the verdict has to say so."""
+    oracles, mutants = summary["oracles"], summary["mutants"]
+    swapped = mutants["verdicts_by_operator"].get("swap_send_recv", {})
+    killed_swaps = {v: c for v, c in swapped.items() if v != "pass"}
+    rows = [("every oracle passes", f"{oracles['passed']}/{oracles['total']}", oracles["passed"] == oracles["total"]),
+            ("mutation score >= 0.95", f"{summary['mutation_score']}", (summary["mutation_score"] or 0) >= 0.95),
+            ("deadlocking mutants reported as timeouts", ", ".join(f"{v} {c}" for v, c in sorted(killed_swaps.items()))
+             or "none killed", set(killed_swaps) <= {"timeout"})]
+    table = Table(title="targets")
+    for column in ("target", "measured", ""):
+        table.add_column(column)
+    for name, measured, met in rows:
+        table.add_row(name, measured, "met" if met else "[red]MISSED[/red]")
+    return table
 
 
 if __name__ == "__main__":

@@ -84,11 +84,15 @@ def summarize(scores: list[TaskScore]) -> dict:
     killed = [m for m in outcomes if m.verdict is not Verdict.PASS]
     by_verdict = Counter(m.verdict.value for m in killed)
     survivors = Counter(m.name.split("@")[0] for m in outcomes if m.verdict is Verdict.PASS)
+    by_operator: dict[str, Counter] = {}
+    for m in outcomes:
+        by_operator.setdefault(m.name.split("@")[0], Counter())[m.verdict.value] += 1
     return {
         "oracles": {"total": len(scores), "passed": sum(s.oracle is Verdict.PASS for s in scores),
                     "failed": [s.task for s in scores if s.oracle is not Verdict.PASS]},
         "mutants": {"total": len(outcomes), "killed": len(killed), "by_verdict": dict(sorted(by_verdict.items())),
-                    "survived_by_operator": dict(sorted(survivors.items()))},
+                    "survived_by_operator": dict(sorted(survivors.items())),
+                    "verdicts_by_operator": {op: dict(sorted(c.items())) for op, c in sorted(by_operator.items())}},
         "mutation_score": round(len(killed) / len(outcomes), 4) if outcomes else None,
         "tasks": {s.task: {"category": s.category, "oracle": s.oracle.value, "mutants": len(s.mutants),
                            "killed": s.killed,
