@@ -41,7 +41,7 @@ def _selected(suite: str, tasks: str | None) -> list:
               help="Repair rounds per failing answer (reported as 'repaired').")
 @click.option("--ranks", default="1,2,3,4", show_default=True, callback=parse_ranks)
 @click.option("--inputs", default=2, show_default=True, type=click.IntRange(1, 50), help="Generated tests per rank count.")
-@sampling_options(max_tokens=1024, timeout=10.0)
+@sampling_options(max_tokens=512, timeout=10.0)
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Tasks whose first answers a local model writes in one batch (faster on CPU).")
 @backend_options

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from .backends.base import Backend
 from .build import language_of
 from .complete import Blanked, blank_mpi_calls, score_completion
-from .generate import NO_CODE, STATIC, GenerationResult, generate
+from .generate import NO_CODE, STATIC, STOP, GenerationResult, generate
 from .prompts import complete_prompt, task_prompt
 from .results import Verdict
 from .tasks import Task
@@ -115,7 +115,7 @@ def evaluate(tasks: Iterable[Task], backend: Backend, lang: str = "c", samples: 
     start = time.monotonic()
     report = EvalReport(backend.name, backend.model, lang, samples, max_repairs, mode=mode)
     tasks = list(tasks)
-    asking = {k: options[k] for k in ("temperature", "max_tokens", "seed") if k in options}
+    asking = {"stop": STOP, **{k: options[k] for k in ("temperature", "max_tokens", "seed", "stop") if k in options}}
     for first in range(0, len(tasks), max(batch, 1)):
         chunk = [_question(task, lang, mode) for task in tasks[first:first + max(batch, 1)]]
         answers = backend.generate_batch([q.conversation for q in chunk], n=samples, **asking)

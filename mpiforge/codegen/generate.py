@@ -31,6 +31,8 @@ __all__ = ["Attempt", "GenerationResult", "generate"]
 
 log = logging.getLogger(__name__)
 NO_CODE, STATIC = "no_code", "static_error"  # verdicts of answers that never reach the compiler
+#: an answer is done once its code block is closed: what a model adds after it is never used
+STOP = ["\n```\n"]
 
 
 @dataclass
@@ -82,7 +84,7 @@ Progress = Callable[[str], None]
 
 def generate(task: Task, backend: Backend, lang: str = "c", samples: int = 1, max_repairs: int = 2,
              ranks: Sequence[int] = DEFAULT_RANKS, inputs: int = 3, temperature: float = 0.2,
-             max_tokens: int = 1536, seed: int = 0, limits: Limits = RUN_LIMITS,
+             max_tokens: int = 1536, seed: int = 0, limits: Limits = RUN_LIMITS, stop: list[str] | None = STOP,
              progress: Progress | None = None, stop_at_pass: bool = True,
              conversation: list[dict[str, str]] | None = None,
              first_answers: list[Completion] | None = None) -> GenerationResult:
@@ -96,7 +98,8 @@ def generate(task: Task, backend: Backend, lang: str = "c", samples: int = 1, ma
     conversation = conversation or task_prompt(task, lang)
     answers = first_answers
     if answers is None:
-        answers = backend.generate(conversation, n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
+        answers = backend.generate(conversation, n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                                   stop=stop)
     share = max((a.seconds for a in answers), default=0.0) / max(len(answers), 1)  # the model's time per answer
     with tempfile.TemporaryDirectory(prefix="mpiforge-gen-") as tmp:
         for sample, answer in enumerate(answers):
@@ -114,7 +117,7 @@ def generate(task: Task, backend: Backend, lang: str = "c", samples: int = 1, ma
                 messages = _repair_messages(task, lang, messages, attempt, report, text)
                 tick = time.monotonic()
                 answer = backend.generate(messages, n=1, temperature=temperature, max_tokens=max_tokens,
-                                          seed=seed + 1000 * (round_ + 1) + sample)[0]
+                                          seed=seed + 1000 * (round_ + 1) + sample, stop=stop)[0]
                 text, spent = answer.text, time.monotonic() - tick
             if stop_at_pass and result.passed:
                 break

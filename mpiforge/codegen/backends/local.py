@@ -56,6 +56,7 @@ class TransformersBackend(Backend):
                 f"no model at {self.path}: give a folder written by save_pretrained (config.json, weights, "
                 "tokenizer files); models are never downloaded"
             )
+        transformers.utils.logging.disable_progress_bar()  # our commands draw their own progress
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(self.path, local_files_only=True)
             lm = transformers.AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True)
