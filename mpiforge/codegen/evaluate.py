@@ -51,6 +51,7 @@ class TaskScore:
     passed: int
     solved: bool  # passed in any round, repairs included
     verdicts: list[str] = field(default_factory=list)  # of the first answers
+    details: list[str] = field(default_factory=list)  # why each first answer failed ("" when it passed)
     seconds: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)  # complete mode: removed, located, functions, arguments
 
@@ -102,7 +103,7 @@ def _score(task: Task, result: GenerationResult) -> TaskScore:
     built = [a for a in first if a.verdict not in (NO_CODE, STATIC, Verdict.COMPILE_ERROR.value)]
     passed = [a for a in first if a.verdict == Verdict.PASS.value]
     return TaskScore(task.name, task.category, len(first), len(built), len(passed), result.passed,
-                     [a.verdict for a in first], result.seconds)
+                     [a.verdict for a in first], [a.detail for a in first], result.seconds)
 
 
 def evaluate(tasks: Iterable[Task], backend: Backend, lang: str = "c", samples: int = 1, max_repairs: int = 0,
