@@ -103,7 +103,8 @@ def _score(task: Task, result: GenerationResult) -> TaskScore:
     built = [a for a in first if a.verdict not in (NO_CODE, STATIC, Verdict.COMPILE_ERROR.value)]
     passed = [a for a in first if a.verdict == Verdict.PASS.value]
     return TaskScore(task.name, task.category, len(first), len(built), len(passed), result.passed,
-                     [a.verdict for a in first], [a.detail for a in first], result.seconds)
+                     [a.verdict for a in first], [a.detail for a in first],
+                     sum(a.seconds for a in result.attempts))  # the model's share of a batch + verification
 
 
 def evaluate(tasks: Iterable[Task], backend: Backend, lang: str = "c", samples: int = 1, max_repairs: int = 0,
