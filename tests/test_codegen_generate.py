@@ -3,8 +3,8 @@ verdicts and what the repair prompt tells the model."""
 from __future__ import annotations
 
 import pytest
+from scripted_model import Scripted, fenced
 
-from mpiforge.codegen.backends.base import Backend, Completion
 from mpiforge.codegen.extract import extract_code
 from mpiforge.codegen.generate import NO_CODE, STATIC, generate
 from mpiforge.codegen.prompts import repair_prompt, task_prompt
@@ -15,29 +15,8 @@ from mpiforge.codegen.tasks import get_task
 FAST = {"ranks": (1, 3), "inputs": 1, "limits": Limits(wall_seconds=8, cpu_seconds=20)}
 
 
-class Scripted(Backend):
-    """Answers from a list, in order; remembers every prompt."""
-
-    name = "scripted"
-
-    def __init__(self, answers: list[str]) -> None:
-        self.answers, self.prompts = list(answers), []
-
-    @property
-    def model(self) -> str:
-        return "script"
-
-    def _answer(self, prompt, request):
-        self.prompts.append(prompt)
-        return [Completion(self.answers.pop(0), "stop", False, self.name, self.model, 0.0) for _ in range(request.n)]
-
-
 def oracle() -> str:
     return get_task("array_sum").oracle.read_text()
-
-
-def fenced(code: str, lang: str = "c") -> str:
-    return f"Sure! Here is the program.\n\n```{lang}\n{code}```\n\nIt scatters the array and reduces."
 
 
 def test_extract_code_copes_with_prose_tags_and_cut_off_answers() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CONTRACT_SUMMARY", "format_numbers", "read_output", "write_input"]
+__all__ = ["CONTRACT_SUMMARY", "format_numbers", "input_text", "read_fields", "read_output", "write_input"]
 
 CONTRACT_SUMMARY = (
     "argv[1]: input file (whitespace-separated numbers); argv[2]: output file written by rank 0 "
@@ -34,20 +34,37 @@ def format_numbers(values: Iterable) -> str:
     """Numbers as text: integers exactly, floats with 17 significant digits."""
     parts = []
     for v in values:
-        if isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)):
+        if isinstance(v, (bool, np.bool_, int, np.integer)):
             parts.append(str(int(v)))
         else:
             parts.append(f"{float(v):.17g}")
     return " ".join(parts)
 
 
-def write_input(fields: Sequence, path: Path) -> None:
-    """Write a task input: each field (a number or an array, flattened row-major) on its own line."""
+def input_text(fields: Sequence) -> str:
+    """A task input as text: each field (a number or an array, flattened row-major) on its own line."""
     lines = []
     for f in fields:
         arr = np.asarray(f)
         lines.append(format_numbers(arr.ravel().tolist() if arr.ndim else [arr.item()]))
-    Path(path).write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_input(fields: Sequence, path: Path) -> None:
+    """Write a task input file (:func:`input_text`)."""
+    Path(path).write_text(input_text(fields))
+
+
+def read_fields(text: str) -> list[np.ndarray]:
+    """The fields of an input written by :func:`input_text`, one array per line (int64 when every
+    number of the line is an integer): written out again, they give the same text."""
+    fields = []
+    for line in text[:-1].split("\n") if text.endswith("\n") else text.split("\n"):
+        tokens = line.split()
+        integral = all(t.lstrip("+-").isdigit() for t in tokens)
+        fields.append(np.array([int(t) for t in tokens] if integral else [float(t) for t in tokens],
+                               dtype=np.int64 if integral else np.float64))
+    return fields
 
 
 def read_output(path: Path) -> np.ndarray:

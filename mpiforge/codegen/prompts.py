@@ -12,7 +12,8 @@ from __future__ import annotations
 from .results import Verdict, VerifyReport
 from .tasks import Task
 
-__all__ = ["FENCE", "LANGUAGES", "SUFFIX", "complete_prompt", "diagnostics", "parallelize_prompt", "repair_prompt", "task_prompt"]
+__all__ = ["FENCE", "LANGUAGES", "SUFFIX", "complete_prompt", "diagnostics", "parallelize_prompt", "reference_prompt",
+           "repair_prompt", "serial_prompt", "task_prompt"]
 
 LANGUAGES = {"c": "C", "cpp": "C++", "python": "Python with mpi4py"}
 FENCE = {"c": "c", "cpp": "cpp", "python": "python"}
@@ -52,8 +53,9 @@ def task_prompt(task: Task, lang: str) -> list[dict[str, str]]:
     """Chat messages asking for an MPI program in ``lang`` (c, cpp, python) that solves ``task``."""
     compared = (f"Floating-point results are compared with rtol={task.rtol:g}, atol={task.atol:g}."
                 if not task.exact else "Results are compared exactly.")
+    function = f"Function it implements: {task.signature}\n" if task.signature else ""
     return _asking(lang, f"Write an MPI program in {LANGUAGES.get(lang, lang)}.\n\nTask: {task.description}\n"
-                         f"Function it implements: {task.signature}\nInput file (argv[1]): {task.input}\n"
+                         f"{function}Input file (argv[1]): {task.input}\n"
                          f"Output file (argv[2]): {task.output}\n{compared}")
 
 
@@ -76,6 +78,55 @@ def complete_prompt(blanked: str, lang: str, description: str | None = None) -> 
             + f"\n\n```{FENCE[lang]}\n{blanked.rstrip()}\n```\n\n"
             f"Answer with the whole completed program in one ```{FENCE[lang]} block.")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+_REFERENCE_EXAMPLE = '''```python
+import numpy as np
+
+INPUT = "n, then x[0..n-1]"
+OUTPUT = "one number: the largest x[i]"
+SIZES = [1, 7, 50, 200]
+
+
+def generate(rng, size):
+    return [size, rng.uniform(-100, 100, size)]
+
+
+def reference(fields):
+    n, x = fields
+    return np.array([x.max()])
+```'''
+
+
+def reference_prompt(description: str, signature: str = "") -> list[dict[str, str]]:
+    """Chat messages asking for a serial reference of a task described in words: a Python module
+    with INPUT, OUTPUT, SIZES, ``generate(rng, size)`` and ``reference(fields)``."""
+    user = (f"Task: {description}\n" + (f"Function the MPI program will implement: {signature}\n" if signature else "")
+            + "\nWrite the serial reference for this task as a Python module that uses only numpy and the standard "
+            "library. It defines:\n"
+            "- INPUT: the numbers of a test's input file, in order (sizes first, then the data, row by row);\n"
+            "- OUTPUT: the numbers of the answer, in order;\n"
+            "- SIZES: four problem sizes to test, one of them 1;\n"
+            "- generate(rng, size): a random input of that size from the numpy Generator rng, as a list of fields "
+            "(ints, floats or numpy arrays) in the order of INPUT;\n"
+            "- reference(fields): the correct answer for those fields as a numpy array, computed the simplest "
+            "serial way.\n"
+            "No file access, no printing. For example, for \"the largest element of an array\":\n\n"
+            f"{_REFERENCE_EXAMPLE}\n\nAnswer with the whole module in one ```python block.")
+    return [{"role": "system", "content": "You write small, obviously correct serial reference code and "
+                                          "test-input generators."}, {"role": "user", "content": user}]
+
+
+def serial_prompt(description: str, input_layout: str, output_layout: str) -> list[dict[str, str]]:
+    """Chat messages asking for a plain serial C program for a task, written against the file
+    layouts of a drafted reference: the independent implementation that reference is checked by."""
+    user = (f"Write a serial C program (no MPI) for this task.\n\nTask: {description}\n"
+            f"Input file (argv[1]): whitespace-separated numbers: {input_layout}\n"
+            f"Output file (argv[2]): {output_layout}, one number per line, doubles printed with %.17g.\n\n"
+            "Read every number of argv[1] as a double, compute the answer, write it to argv[2], exit with code 0. "
+            "Use only the C standard library.\n\nAnswer with the whole program in one ```c block.")
+    return [{"role": "system", "content": "You write small, obviously correct C programs."},
+            {"role": "user", "content": user}]
 
 
 def diagnostics(report: VerifyReport, limit: int = 2500) -> str:
