@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""How trustworthy is `mpiforge verify`? Every task's oracle must pass, and mutants of every
-oracle (dropped/duplicated collectives, wrong root or op, off-by-one splits, receive-before-send
-deadlocks, results only valid on rank 0, forgotten remainders) should be killed.
+"""How trustworthy is `mpiforge verify`? Every oracle file of every task (C/C++ and mpi4py) must
+pass, and mutants of every main (C/C++) oracle (dropped/duplicated collectives, wrong root or op,
+off-by-one splits, receive-before-send deadlocks, results only valid on rank 0, forgotten
+remainders) should be killed.
 
 One mpiexec job at a time, each with a small wall-clock limit (--timeout for oracles, a shorter
 --mutant-timeout for mutants, which mostly deadlock); oracles are checked at every
@@ -33,11 +34,12 @@ QUICK_TASKS = ("array_sum", "game_of_life", "power_iteration")
 
 def _table(scores, summary: dict) -> Table:
     table = Table(title="verifier vs oracles and their mutants")
-    for col in ("task", "category", "oracle", "mutants", "killed", "score"):
+    for col in ("task", "category", "oracles", "mutants", "killed", "score"):
         table.add_column(col, justify="right" if col in ("mutants", "killed", "score") else "left")
     for s in scores:
         n = len(s.mutants)
-        table.add_row(s.task, s.category, str(s.oracle), str(n), str(s.killed), f"{s.killed / n:.2f}" if n else "-")
+        oracles = ", ".join(f"{name.split('.')[-1]} {v}" for name, v in s.oracles.items())  # e.g. "c pass, py pass"
+        table.add_row(s.task, s.category, oracles, str(n), str(s.killed), f"{s.killed / n:.2f}" if n else "-")
     m = summary["mutants"]
     table.add_row("[bold]total", "", f"{summary['oracles']['passed']}/{summary['oracles']['total']} pass",
                   str(m["total"]), str(m["killed"]), f"{summary['mutation_score'] or 0:.3f}", end_section=True)
@@ -64,7 +66,7 @@ def main(quick: bool, tasks: tuple[str, ...], ranks: str, oracle_inputs: int, mu
     rank_counts = tuple(int(r) for r in ranks.split(","))
     limits = Limits(wall_seconds=timeout, cpu_seconds=int(timeout * 3))
     mutant_limits = Limits(wall_seconds=mutant_timeout, cpu_seconds=int(mutant_timeout * 3))
-    steps = sum(1 + (0 if no_mutants else len(mutate(t.oracle.read_text()))) for t in chosen)
+    steps = sum(len(t.oracles) + (0 if no_mutants else len(mutate(t.oracle.read_text()))) for t in chosen)
     start = time.monotonic()
     scores = []
     with Progress(transient=True) as progress:
