@@ -157,7 +157,7 @@ def _encode(x, out, block, kind, qmax, addend, table, roundtrip):
         xb = x[lo:lo + block]
         cb = codes[lo >> half:(lo + xb.size + half) >> half]
         if adding:
-            _decode_block(added[lo >> half:(lo + xb.size + half) >> half], xb, _scale_of(addend, b), half, table, True)
+            _decode_block(added[lo >> half:(lo + xb.size + half) >> half], xb, _scale_of(addend, b), kind, table, True)
         m = np.uint32(0)
         for i in range(xb.size):  # absmax on the bits: vectorizes, and catches inf and NaN
             m = max(m, _bits(xb[i]) & _ABS)
@@ -176,15 +176,16 @@ def _encode(x, out, block, kind, qmax, addend, table, roundtrip):
         else:
             _encode_block(xb, cb, scale, kind, qmax)
         if roundtrip:
-            _decode_block(cb, xb, scale, half, table, False)
+            _decode_block(cb, xb, scale, kind, table, False)
     return -1
 
 
 @njit(inline="always", **_JIT)
-def _decode_block(codes, out, scale, nibbles, table, add):
-    """out = (or +=) table[codes] * scale; indices from 0 as in _encode_block."""
+def _decode_block(codes, out, scale, kind, table, add):
+    """out = (or +=) table[codes] * scale; indices from 0 as in _encode_block. int8 codes are
+    their own values (the table's entries exactly): converted directly, the loops vectorize."""
     n = out.size
-    if nibbles:
+    if kind >= _INT4:
         for j in range(n >> 1):
             c = codes[j]
             if add:
@@ -196,6 +197,12 @@ def _decode_block(codes, out, scale, nibbles, table, add):
         if n & 1:
             v = table[codes[n >> 1] & 0xF] * scale
             out[n - 1] = out[n - 1] + v if add else v
+    elif kind == _INT8 and add:
+        for i in range(n):
+            out[i] += np.float32(np.int8(codes[i])) * scale
+    elif kind == _INT8:
+        for i in range(n):
+            out[i] = np.float32(np.int8(codes[i])) * scale
     elif add:
         for i in range(n):
             out[i] += table[codes[i]] * scale
@@ -205,16 +212,16 @@ def _decode_block(codes, out, scale, nibbles, table, add):
 
 
 @njit(**_JIT)
-def _decode(payload, out, block, nibbles, table, add):
+def _decode(payload, out, block, kind, table, add):
     """out = (or +=) the values of the payload; sizes were checked by the caller."""
     n = out.size
     nb = (n + block - 1) // block
     codes = payload[4 * nb:]
-    half = 1 if nibbles else 0
+    half = kind >> 1
     for b in range(nb):
         lo = b * block
         ob = out[lo:lo + block]
-        _decode_block(codes[lo >> half:(lo + ob.size + half) >> half], ob, _scale_of(payload, b), nibbles, table, add)
+        _decode_block(codes[lo >> half:(lo + ob.size + half) >> half], ob, _scale_of(payload, b), kind, table, add)
 
 
 def _vector(a: np.ndarray, what: str, dtype: np.dtype, writeable: bool = True) -> np.ndarray:
@@ -301,8 +308,8 @@ class Codec:
     def _decode(self, payload: np.ndarray, out: np.ndarray, add: bool) -> np.ndarray:
         out = _vector(out, "out", _F32)
         payload = self._payload(payload, out.size)
-        _, _, bits, table = _SPECS[self.name]
-        _decode(payload, out, self.block, bits == 4, table, add)
+        kind, _, _, table = _SPECS[self.name]
+        _decode(payload, out, self.block, kind, table, add)
         return out
 
 

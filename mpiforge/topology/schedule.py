@@ -35,6 +35,9 @@ def run(steps: Steps) -> Any:
 
 def run_pipelined(all_steps: Iterable[Steps], depth: int = 2) -> list:
     """Run several step generators with at most ``depth`` in flight; their values, in order."""
+    all_steps = list(all_steps)
+    if len(all_steps) == 1 or depth == 1:  # nothing to overlap: plain waits cost less than Waitsome
+        return [run(steps) for steps in all_steps]
     queue = enumerate(all_steps)
     results: dict[int, Any] = {}
     active: dict[int, tuple[Steps, list]] = {}  # index -> (generator, requests not yet complete)
