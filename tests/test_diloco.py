@@ -58,7 +58,7 @@ def body_h1_is_averaging(comm, quantize) -> None:
 
     model, inner, generator = _setup(comm)
     diloco = DiLoCo(model, inner, MPICollective(comm), sync_every=1, outer_lr=1.0, outer_momentum=0.0,
-                    nesterov=False, quantize=quantize)
+                    nesterov=False, quantize=quantize, error_feedback=False)
     start = comm.allgather(_flat(model))
     assert all(np.array_equal(start[0], s) for s in start), "workers did not start from the same weights"
     for _ in range(5):
@@ -107,6 +107,32 @@ def body_streaming_keeps_globals_identical(comm) -> None:
     assert resumed.step_count == diloco.step_count and resumed.stats.syncs == diloco.stats.syncs
     for mine, theirs in zip(resumed.fragments, diloco.fragments):
         assert np.array_equal(mine.global_, theirs.global_) and np.array_equal(mine.momentum, theirs.momentum)
+
+
+def body_error_feedback_loses_nothing_for_good(comm) -> None:
+    from mpiforge.comms.collective import MPICollective
+    from mpiforge.comms.diloco import DiLoCo
+
+    model, inner, generator = _setup(comm, seed=3)
+    diloco = DiLoCo(model, inner, MPICollective(comm), sync_every=1, outer_lr=1.0, outer_momentum=0.0,
+                    nesterov=False, quantize="fp4")
+    first = diloco._all_globals().astype(np.float64)
+    true_total = np.zeros_like(first)  # the sum of the unquantized averaged pseudo-gradients
+    for _ in range(12):
+        before = diloco._all_globals().astype(np.float64)
+        _inner_step(model, inner, generator)
+        true_total += before - np.mean(comm.allgather(_flat(model)), axis=0)
+        diloco.step()
+    residual = np.mean(comm.allgather(diloco.fragments[0].residual), axis=0)
+    # the updates summed to the unquantized ones, except what the last sync still holds back
+    np.testing.assert_allclose(diloco._all_globals(), first - true_total + residual, rtol=1e-5, atol=1e-6)
+    assert np.abs(residual).max() > 0  # fp4 did drop something, which is carried, not lost
+    assert np.abs(residual).max() < 0.1 * np.abs(true_total).max()
+
+
+@pytest.mark.mpi
+def test_error_feedback_carries_what_quantization_dropped() -> None:
+    run_ranks(body_error_feedback_loses_nothing_for_good, 2, 120)
 
 
 @pytest.mark.mpi

@@ -7,8 +7,11 @@ with ``alpha`` < 1, is mixed into) the local parameters. Streaming: the paramete
 into ``fragments`` (strided over the parameter list, so each fragment spans the whole depth),
 fragment f syncs at steps where ``step % H == f * H // F``, and its all-reduce may run during
 ``delay`` further inner steps before it is merged. ``quantize`` sends each worker's
-pseudo-gradient through a codec (int8, fp8, int4, fp4) and sums the decoded values in float32,
-in worker order, so every worker computes the same bits.
+pseudo-gradient through a codec (int8, fp8, int4, fp4; one scale per ``quantize_block``
+values) and sums the decoded values in float32, in worker order, so every worker computes the
+same bits. With ``error_feedback`` (the default) what quantization dropped from a fragment's
+pseudo-gradient is added to that fragment's next one, so nothing is lost for good: over many
+syncs the updates sum to the unquantized ones, up to one sync's rounding.
 
     diloco = DiLoCo(model, torch.optim.AdamW(model.parameters()), MPICollective(comm), sync_every=50)
     for batch in data:
@@ -70,6 +73,7 @@ class _Fragment:
     params: list  # torch parameters
     global_: np.ndarray  # float32, flat
     momentum: np.ndarray
+    residual: np.ndarray  # what quantization left out of this worker's last pseudo-gradient (error feedback)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class _Pending:
     contribution: np.ndarray  # float32: the pseudo-gradient (elastic: then this worker's weight, 1 or 0)
     handle: Handle | None = None
     average: np.ndarray | None = None
+    payload: np.ndarray | None = None  # the quantized pseudo-gradient, encoded once (a retry resends it)
 
     @property
     def launched(self) -> bool:
@@ -98,7 +103,8 @@ class DiLoCo:
 
     def __init__(self, model: Any, inner_optimizer: Any, collective: Collective, sync_every: int = 50,
                  outer_lr: float = 0.7, outer_momentum: float = 0.9, nesterov: bool = True, fragments: int = 1,
-                 delay: int = 0, alpha: float = 1.0, quantize: str | None = None, state: dict | None = None) -> None:
+                 delay: int = 0, alpha: float = 1.0, quantize: str | None = None, quantize_block: int = 64,
+                 error_feedback: bool = True, state: dict | None = None) -> None:
         if sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every}")
         if not 0 <= delay < sync_every:
@@ -111,7 +117,8 @@ class DiLoCo:
         self.model, self.inner_optimizer, self.collective = model, inner_optimizer, collective
         self.sync_every, self.delay, self.alpha = sync_every, delay, alpha
         self.outer_lr, self.outer_momentum, self.nesterov = outer_lr, outer_momentum, nesterov
-        self.codec = get_codec(quantize)
+        self.codec = get_codec(quantize, block=quantize_block)
+        self.error_feedback = error_feedback and self.codec is not None
         self.elastic = isinstance(collective, ElasticCollective)
         self._weighted = int(self.elastic)  # a weight travels with each contribution (members change)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -119,7 +126,7 @@ class DiLoCo:
         for indices in strided_fragments(len(params), fragments):
             chosen = [params[i] for i in indices]
             flat = self._gather(chosen)
-            self.fragments.append(_Fragment(chosen, flat, np.zeros_like(flat)))
+            self.fragments.append(_Fragment(chosen, flat, np.zeros_like(flat), np.zeros_like(flat)))
         self.step_count = 0
         self.stats = SyncStats()
         self._pending: list[_Pending] = []
@@ -175,6 +182,8 @@ class DiLoCo:
         np.subtract(fragment.global_, self._gather(fragment.params), out=contribution[:n])  # the pseudo-gradient
         contribution[n:] = 1
         pending = _Pending(index, self.step_count + self.delay, contribution)
+        if self.codec is not None:
+            pending.payload = self._encode(fragment, contribution[:n])
         self._pending.append(pending)
         self._started[index] = self.step_count
         self.stats.syncs += 1
@@ -198,13 +207,25 @@ class DiLoCo:
             op = "sum" if self._weighted else "avg"
             pending.handle = self.collective.allreduce_async(pending.contribution, op=op)
         else:
-            pending.average = self._gathered_average(pending.contribution)
+            pending.average = self._gathered_average(pending)
 
-    def _gathered_average(self, contribution: np.ndarray) -> np.ndarray:
+    def _encode(self, fragment: _Fragment, pseudo_gradient: np.ndarray) -> np.ndarray:
+        """The payload of ``pseudo_gradient`` (with error feedback: plus what the last one lost;
+        the new loss is kept)."""
+        if not self.error_feedback:
+            return self.codec.encode(pseudo_gradient)
+        wanted = pseudo_gradient + fragment.residual
+        sent = wanted.copy()
+        payload = self.codec.encode(sent, roundtrip=True)  # sent: the values the payload decodes to
+        np.subtract(wanted, sent, out=fragment.residual)
+        return payload
+
+    def _gathered_average(self, pending: _Pending) -> np.ndarray:
         """Every worker's encoded pseudo-gradient (elastic: its weight in 4 more bytes), decoded
         and summed in float32 in worker order: the same bits everywhere."""
+        contribution = pending.contribution
         n = contribution.size - self._weighted
-        payload = self.codec.encode(contribution[:n])
+        payload = pending.payload if pending.payload is not None else self.codec.encode(contribution[:n])
         row = np.empty(payload.nbytes + 4 * self._weighted, np.uint8)
         row[:payload.nbytes] = payload
         row[payload.nbytes:] = contribution[n:].view(np.uint8)
@@ -310,11 +331,13 @@ class DiLoCo:
             self._scatter(fragment.params, fragment.global_)
 
     def state_dict(self) -> dict:
-        """Global copies, outer momenta, the step, the schedule and the stats (no sync may be in flight)."""
+        """Global copies, outer momenta, this worker's quantization residuals, the step, the schedule
+        and the stats (no sync may be in flight)."""
         if self._pending:
             raise RuntimeError("a sync is in flight: checkpoint right after a merge (step() returned it)")
         return {"step": self.step_count, "global": [f.global_.copy() for f in self.fragments],
-                "momentum": [f.momentum.copy() for f in self.fragments], "started": self._started.copy(),
+                "momentum": [f.momentum.copy() for f in self.fragments],
+                "residual": [f.residual.copy() for f in self.fragments], "started": self._started.copy(),
                 "stats": asdict(self.stats)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -322,11 +345,13 @@ class DiLoCo:
         so that the group's state wins over an old checkpoint."""
         if len(state["global"]) != len(self.fragments):
             raise ValueError(f"the state has {len(state['global'])} fragments, this DiLoCo {len(self.fragments)}")
-        for fragment, glob, mom in zip(self.fragments, state["global"], state["momentum"]):
+        residuals = state.get("residual") or [np.zeros_like(f.residual) for f in self.fragments]
+        for fragment, glob, mom, res in zip(self.fragments, state["global"], state["momentum"], residuals):
             if glob.shape != fragment.global_.shape:
                 raise ValueError(f"fragment of {glob.size} values does not fit {fragment.global_.size}")
             fragment.global_[...] = glob
             fragment.momentum[...] = mom
+            fragment.residual[...] = res
         self.step_count = int(state["step"])
         self._started[...] = state.get("started", self._started)
         self.stats = SyncStats(**state.get("stats", {}))
