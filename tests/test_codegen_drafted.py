@@ -147,6 +147,16 @@ def test_drafts_that_are_nondeterministic_constant_or_broken_are_rejected(tmp_pa
     assert "no Python module" in problems[4]
 
 
+def test_a_rejected_draft_is_repaired_from_its_problems(tmp_path) -> None:
+    no_layout = fenced(REFERENCE.replace('INPUT = "n, then x[0..n-1]"\n', ""), "python")
+    backend = Scripted([no_layout, fenced(REFERENCE, "python"), serial()])
+    drafted = draft_task(SUM_SQUARES, backend, tmp_path, samples=1, repairs=1)
+    assert drafted.draft.ok and drafted.task.input == "n, then x[0..n-1]"
+    assert "it does not define INPUT" in backend.prompts[1][-1]["content"]  # the repair names the problem
+    with pytest.raises(ReferenceDraftError, match="does not define INPUT"):
+        draft_task(SUM_SQUARES, Scripted([no_layout]), tmp_path / "again", samples=1, repairs=0)
+
+
 def test_failing_inputs_are_dropped_from_the_bank(tmp_path) -> None:
     picky = reference("np.sum(np.asarray(x) ** 2) if n > 1 else x[5]")  # fails at size 1
     drafted = draft_task(SUM_SQUARES, Scripted([picky, serial()]), tmp_path, samples=1)

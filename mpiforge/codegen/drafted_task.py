@@ -149,8 +149,14 @@ def _bank_task(name: str, description: str, signature: str, report: dict, bank: 
     return task, list(answers)
 
 
-def _run_draft(draft: Draft, code: str, workdir: Path, copies: int) -> dict | None:
-    """Steps 1 and 2: the static checks, then the module's own runs on the bank (its report)."""
+def _check_answer(draft: Draft, text: str, workdir: Path, copies: int) -> dict | None:
+    """Steps 1 and 2 on the module in a model's answer: its report, or None with ``draft.problems``
+    saying why not (what an earlier round of this draft found is replaced)."""
+    draft.input, draft.output, draft.sizes = "", "", []
+    code = extract_code(text, "python")
+    if code is None:
+        draft.problems = ["the answer holds no Python module"]
+        return None
     draft.source = code
     draft.problems = reference_problems(code)
     if draft.problems:
@@ -206,35 +212,46 @@ def _serial_verdict(code: str | None, task: Task, cases: list[str], workdir: Pat
 
 
 def draft_task(description: str, backend: Backend, workdir: Path, *, signature: str = "", samples: int = 2,
-               temperature: float = 0.2, max_tokens: int = 1024, seed: int = 0, rtol: float = 1e-9,
-               atol: float = 1e-9, copies: int = 3, progress: Callable[[str], None] | None = None) -> DraftedTask:
+               repairs: int = 0, temperature: float = 0.2, max_tokens: int = 1024, seed: int = 0,
+               rtol: float = 1e-9, atol: float = 1e-9, copies: int = 3,
+               progress: Callable[[str], None] | None = None) -> DraftedTask:
     """The first of ``samples`` drafted references that passes every check, as a task; raises
-    :class:`ReferenceDraftError` when none does."""
+    :class:`ReferenceDraftError` when none does. A draft that fails steps 1 or 2 goes back to
+    the model with its problems up to ``repairs`` times."""
     if not description.strip():
         raise ValueError("describe the task in words, e.g. \"the sum of the squares of an array of doubles\"")
-    answers = backend.generate(reference_prompt(description, signature), n=samples, temperature=temperature,
-                               max_tokens=max_tokens, seed=seed, stop=STOP)
+    prompt = reference_prompt(description, signature)
+    answers = backend.generate(prompt, n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                               stop=STOP)
     drafts: list[Draft] = []
     for index, answer in enumerate(answers):
         draft = Draft(index)
         drafts.append(draft)
-        code = extract_code(answer.text, "python")
-        report = _run_draft(draft, code, workdir / f"draft{index}", copies) if code else None
-        if code is None:
-            draft.problems.append("the answer holds no Python module")
-        if progress:
-            progress(f"reference draft {index + 1}: " + ("runs" if report else "rejected"))
+        messages, text = prompt, answer.text
+        for round_ in range(repairs + 1):
+            home = workdir / f"draft{index}.{round_}"
+            report = _check_answer(draft, text, home, copies)
+            if progress:
+                progress(f"reference draft {index + 1}, round {round_}: " + ("runs" if report else "rejected"))
+            if report is not None or round_ == repairs:
+                break
+            messages = [*messages, {"role": "assistant", "content": text},
+                        {"role": "user", "content": "Problems with that module:\n" + "\n".join(
+                            f"- {p}" for p in draft.problems) + "\n\nFix them. Answer with the whole module in one "
+                            "```python block."}]
+            text = backend.generate(messages, n=1, temperature=temperature, max_tokens=max_tokens,
+                                    seed=seed + 100 * (round_ + 1) + index, stop=STOP)[0].text
         if report is None:
             continue
-        task, cases = _bank_task(_slug(description), description.strip(), signature, report,
-                                       workdir / f"draft{index}" / "bank", rtol, atol)
+        task, cases = _bank_task(_slug(description), description.strip(), signature, report, home / "bank", rtol,
+                                 atol)
         draft.cases = len(cases)
         serials = backend.generate(serial_prompt(description, draft.input, draft.output), n=samples,
                                    temperature=temperature, max_tokens=max_tokens, seed=seed + 1 + index, stop=STOP)
         disagreements = []
         for j, serial in enumerate(serials):
             code_c = extract_code(serial.text, "c")
-            why = _serial_verdict(code_c, task, cases, workdir / f"draft{index}" / f"serial{j}")
+            why = _serial_verdict(code_c, task, cases, home / f"serial{j}")
             if progress:
                 progress(f"reference draft {index + 1}, serial check {j + 1}: " + ("agrees" if not why else "differs"))
             if not why:

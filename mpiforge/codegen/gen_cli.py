@@ -23,7 +23,7 @@ __all__ = ["gen_command", "report_attempts"]
 @click.option("--samples", "-k", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Candidates the model writes at once; the first that passes wins.")
 @click.option("--max-repairs", default=2, show_default=True, type=click.IntRange(0, 10),
-              help="Times a failing candidate goes back to the model with its diagnostics.")
+              help="Times a failing candidate (or drafted reference) goes back to the model with its diagnostics.")
 @click.option("--inputs", default=3, show_default=True, type=click.IntRange(1, 50),
               help="Generated tests per rank count.")
 @sampling_options(max_tokens=1536, timeout=20.0)
@@ -92,9 +92,9 @@ def gen_command(task_name: str, lang: str, signature: str | None, ranks: tuple[i
         try:
             if described:
                 bar = progress.add_task(f"drafting the serial reference with {model_backend.name}",
-                                        total=reference_samples * (1 + reference_samples))
-                task = _drafted(task_name, signature or "", model_backend, Path(tmp), reference_samples, temperature,
-                                max_tokens, seed, rtol, atol, save_task, console,
+                                        total=reference_samples * (1 + max_repairs + reference_samples))
+                task = _drafted(task_name, signature or "", model_backend, Path(tmp), reference_samples, max_repairs,
+                                temperature, max_tokens, seed, rtol, atol, save_task, console,
                                 lambda label: progress.update(bar, advance=1, description=label))
             bar = progress.add_task(f"{task.name}: asking {model_backend.name}:{model_backend.model}",
                                     total=samples * (1 + max_repairs))
@@ -110,14 +110,15 @@ def _is_description(task_name: str) -> bool:
     return " " in task_name.strip() and not Path(task_name).exists()
 
 
-def _drafted(description: str, signature: str, backend, workdir: Path, samples: int, temperature: float,
-             max_tokens: int, seed: int, rtol: float, atol: float, save_to: Path | None, console, progress):
+def _drafted(description: str, signature: str, backend, workdir: Path, samples: int, repairs: int,
+             temperature: float, max_tokens: int, seed: int, rtol: float, atol: float, save_to: Path | None, console,
+             progress):
     """The task with its checked drafted reference (saved to ``save_to`` if given); a click error
     listing what every draft failed otherwise (the closest draft saved for review)."""
     from .drafted_task import ReferenceDraftError, draft_task, save_draft
 
     try:
-        drafted = draft_task(description, backend, workdir, signature=signature, samples=samples,
+        drafted = draft_task(description, backend, workdir, signature=signature, samples=samples, repairs=repairs,
                              temperature=temperature, max_tokens=max_tokens, seed=seed, rtol=rtol, atol=atol,
                              progress=progress)
     except ReferenceDraftError as exc:
