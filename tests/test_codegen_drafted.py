@@ -147,6 +147,20 @@ def test_drafts_that_are_nondeterministic_constant_or_broken_are_rejected(tmp_pa
     assert "no Python module" in problems[4]
 
 
+def test_a_spoilt_runner_report_is_a_problem_not_a_crash(tmp_path) -> None:
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    assert drafted_task._read_report(bank) is None  # none at all
+    (bank / "report.json").write_text("[1, 2")
+    assert drafted_task._read_report(bank) is None
+    case = {"size": 3, "copy": 0, "ok": True, "error": "", "nondeterministic": False}
+    (bank / "report.json").write_text(json.dumps({"input": "n", "output": "s", "sizes": [3], "cases": [case]}))
+    assert drafted_task._read_report(bank) is None  # a good case without its files
+    (bank / "case-3-0.in").write_text("3\n")
+    (bank / "case-3-0.out").write_text("1\n")
+    assert drafted_task._read_report(bank)["sizes"] == [3]
+
+
 def test_a_rejected_draft_is_repaired_from_its_problems(tmp_path) -> None:
     no_layout = fenced(REFERENCE.replace('INPUT = "n, then x[0..n-1]"\n', ""), "python")
     backend = Scripted([no_layout, fenced(REFERENCE, "python"), serial()])

@@ -169,7 +169,10 @@ def _check_answer(draft: Draft, text: str, workdir: Path, copies: int) -> dict |
         tail = res.stderr.strip().splitlines()[-1:] or [res.describe()]
         draft.problems.append(f"running it failed: {res.describe()}: {tail[0][-300:]}")
         return None
-    report = json.loads((workdir / "bank" / "report.json").read_text())
+    report = _read_report(workdir / "bank")
+    if report is None:  # the module's own code runs in that process and may have spoilt it
+        draft.problems.append("its runs left no readable report (does it write files?)")
+        return None
     draft.input, draft.output, draft.sizes = report["input"], report["output"], report["sizes"]
     good = [c for c in report["cases"] if c["ok"]]
     failed = [c for c in report["cases"] if not c["ok"]]
@@ -185,6 +188,24 @@ def _check_answer(draft: Draft, text: str, workdir: Path, copies: int) -> dict |
     for c in failed:
         log.info("drafted reference %d failed on size %d (test dropped): %s", draft.index, c["size"], c["error"])
     return None if draft.problems else report
+
+
+def _read_report(bank: Path) -> dict | None:
+    """The runner's report with every good case's files present, or None if it is not that."""
+    try:
+        report = json.loads((bank / "report.json").read_text())
+        cases = report["cases"]
+        report["input"], report["output"] = str(report["input"]), str(report["output"])
+        report["sizes"] = [int(size) for size in report["sizes"]]
+        for case in cases:
+            case["size"], case["copy"], case["error"] = int(case["size"]), int(case["copy"]), str(case["error"])
+            case["ok"], case["nondeterministic"] = bool(case["ok"]), bool(case["nondeterministic"])
+            stem = bank / f"case-{case['size']}-{case['copy']}"
+            if case["ok"] and not (stem.with_suffix(".in").is_file() and stem.with_suffix(".out").is_file()):
+                return None
+        return report
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _serial_verdict(code: str | None, task: Task, cases: list[str], workdir: Path) -> str:
