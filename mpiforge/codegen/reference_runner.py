@@ -2,9 +2,10 @@
 
     python -m mpiforge.codegen.reference_runner reference.py OUTDIR --sizes 1,5,43 --copies 3
 
-For every size (``--sizes``, else the module's ``SIZES``) and copy k (seed = 1000 x size + k) it calls ``generate(rng, size)`` twice and
-``reference(fields)`` on each result, and writes ``case-SIZE-K.in`` (the task contract's input
-file) and ``case-SIZE-K.out`` (the answer, one number per line). ``OUTDIR/report.json`` tells
+For every size (``--sizes``, else the module's ``SIZES``) and copy k (seed = 1000 x size + k)
+it calls ``generate(rng, size)`` twice and ``reference(fields)`` on each result, and writes
+``case-SIZE-K.in`` (the task contract's input file) and ``case-SIZE-K.out`` (the answer, one
+number per line). ``OUTDIR/report.json`` tells
 the module's INPUT and OUTPUT layouts and, per case, whether it worked and was deterministic;
 a case that raised keeps its error instead of files. The module is untrusted code: this script
 only ever runs under :func:`mpiforge.codegen.sandbox.run_sandboxed`.
